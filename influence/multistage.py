@@ -1,0 +1,400 @@
+"""Multi-stage influence: how a pretraining example z moves a finetuned model's test loss.
+
+The model has three parameter blocks (section 3.1 of the paper):
+
+- W, the embedding, shared by both stages;
+- U, the pretraining head;
+- Theta, the finetuning head.
+
+Pretraining minimizes ``G(W, U) = mean_z g(z) + pretrain_l2/2 ||(W, U)||^2`` (eq. 1), and
+finetuning minimizes ``F = mean_x f(x) + finetune_l2/2 ||.||^2`` over Theta with W fixed
+(Case 1, eq. 2) or over (W, Theta) near the pretrained W_bar (Case 2, eq. 12).
+
+:meth:`MultiStage.scores` computes ``I_{z, x_t}`` (eq. 6) for many z at once, following
+Algorithm 1 line by line:
+
+1. the test gradients ``df(x_t)/dTheta`` and ``df(x_t)/dW``;
+2. ``v1``, the first inverse-Hessian-vector product (finetuning Hessian);
+3. ``u``, the vector that carries v1 back to the embedding, padded with zeros over U;
+4. ``v2 = H_G^-1 u``, the second inverse-Hessian-vector product (pretraining Hessian);
+5. ``score(z) = v2 . dg(z)/d(W, U)``, for all candidates z by one Jacobian-vector product.
+
+Each step is also a public method, so the book can check it against dense algebra.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+
+from .autodiff import DataHessian, ParamSpace, call, data_mean, gradient, jvp_losses, mixed_vjp, per_example_grads
+from .examples import Examples
+from .progress import progress
+from .solvers import CG, Solver, SolveInfo
+
+Loss = Callable[[Tensor, Tensor], Tensor]
+CASES = ("fixed", "updated")
+
+
+def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Per-example cross-entropy, the default g and f."""
+    return nnf.cross_entropy(outputs, targets, reduction="none")
+
+
+@dataclass
+class Report:
+    """What the last :meth:`MultiStage.scores` call did: the two solves and the stationarity checks."""
+
+    finetune_solves: list[SolveInfo] = field(default_factory=list)
+    pretrain_solves: list[SolveInfo] = field(default_factory=list)
+    pretrain_gradient_norm: float = math.nan  # ||dG/d(W, U)|| at (W_bar, U)
+    finetune_gradient_norm: float = math.nan  # ||dF/dTheta|| (Case 1) or ||d(F + alpha..)/d(W, Theta)|| (Case 2)
+
+
+def _check_module(module: Any, name: str) -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{name}: expected a torch.nn.Module, got {type(module).__name__}")
+    params = list(module.parameters())
+    if not params:
+        raise ValueError(f"{name}: the module has no parameters")
+    for pname, p in module.named_parameters():
+        if not torch.isfinite(p).all():
+            raise ValueError(f"{name}: parameter {pname!r} holds NaN or Inf")
+    return module
+
+
+def _check_nonnegative(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value}")
+    return float(value)
+
+
+def _check_loss(loss: Any, name: str) -> Loss:
+    if loss is None:
+        return cross_entropy
+    if not callable(loss):
+        raise TypeError(f"{name}: expected a callable (outputs, targets) -> per-example losses, or None")
+    return loss
+
+
+class MultiStage:
+    """Influence of pretraining examples on a finetuned model's test loss (Theorem 1, eqs. 12-15).
+
+    The three modules are the parameter blocks W (``embedding``), U (``pretrain_head``) and
+    Theta (``finetune_head``), at the optima the two stages reached. Pretraining outputs are
+    ``pretrain_head(W_bar-embedding(x))`` and finetuning outputs ``finetune_head(embedding(x))``.
+
+    ``case="fixed"`` is Case 1: W was frozen in finetuning, so the embedding holds W_bar.
+    ``case="updated"`` is Case 2: the embedding holds the finetuned W*, ``pretrained_embedding``
+    holds W_bar, and finetuning is modelled as minimizing ``F + alpha ||W - W_bar||^2`` (eq. 12).
+
+    Losses are per-example callables ``(outputs, targets) -> [B]`` (default: cross-entropy).
+    The L2 coefficients belong to the objectives G and F, hence to their Hessians, but not to
+    g(z) or f(x_t). The modules are not modified; they are put in eval mode while scoring.
+    """
+
+    stationarity_tol: float = 1e-3  # warn when ||dG|| or ||dF|| at the supplied optimum exceeds this
+
+    def __init__(
+        self,
+        embedding: nn.Module,
+        pretrain_head: nn.Module,
+        finetune_head: nn.Module,
+        *,
+        pretrain_loss: Loss | None = None,
+        finetune_loss: Loss | None = None,
+        pretrain_l2: float = 0.0,
+        finetune_l2: float = 0.0,
+        case: str = "fixed",
+        alpha: float = 0.01,
+        pretrained_embedding: nn.Module | None = None,
+    ) -> None:
+        self.embedding = _check_module(embedding, "embedding")
+        self.pretrain_head = _check_module(pretrain_head, "pretrain_head")
+        self.finetune_head = _check_module(finetune_head, "finetune_head")
+        self.pretrain_loss = _check_loss(pretrain_loss, "pretrain_loss")
+        self.finetune_loss = _check_loss(finetune_loss, "finetune_loss")
+        self.pretrain_l2 = _check_nonnegative(pretrain_l2, "pretrain_l2")
+        self.finetune_l2 = _check_nonnegative(finetune_l2, "finetune_l2")
+        if case not in CASES:
+            raise ValueError(f"case: expected 'fixed' or 'updated', got {case!r}")
+        self.case = case
+        self.alpha = _check_nonnegative(alpha, "alpha")
+        if case == "updated":
+            if pretrained_embedding is None:
+                raise ValueError("pretrained_embedding: case 'updated' needs the embedding as pretraining left it (W_bar)")
+            if self.alpha == 0:
+                raise ValueError("alpha: case 'updated' needs alpha > 0; with alpha = 0 pretraining has no influence (eq. 15)")
+            self.pretrained_embedding = _check_module(pretrained_embedding, "pretrained_embedding")
+        else:
+            if pretrained_embedding is not None:
+                raise ValueError("pretrained_embedding: only used with case='updated'; in case 'fixed' W* = W_bar")
+            self.pretrained_embedding = embedding
+
+        self.W = ParamSpace.of(embedding)
+        self.U = ParamSpace.of(pretrain_head)
+        self.Theta = ParamSpace.of(finetune_head)
+        if ParamSpace.of(self.pretrained_embedding) != self.W:
+            raise ValueError("pretrained_embedding: its parameters must have the same names and shapes as embedding's")
+        modules = {"embedding": embedding, "pretrain_head": pretrain_head, "finetune_head": finetune_head}
+        if case == "updated":
+            modules["pretrained_embedding"] = self.pretrained_embedding
+        placements = {n: {(p.device, p.dtype) for p in m.parameters()} for n, m in modules.items()}
+        if len(set().union(*placements.values())) != 1:
+            found = ", ".join(f"{n}: {sorted(f'{d}/{t}' for d, t in s)}" for n, s in placements.items())
+            raise ValueError(f"modules must share one device and dtype; found {found}")
+        ((self.device, self.dtype),) = set().union(*placements.values())
+
+        self.w_bar = self.W.flatten(self.pretrained_embedding)  # W_bar: the pretrained embedding
+        self.u_bar = self.U.flatten(pretrain_head)  # U* (U_bar in Case 2)
+        self.w_star = self.W.flatten(embedding)  # W*: = W_bar in Case 1
+        self.theta_star = self.Theta.flatten(finetune_head)
+        self.report = Report()
+
+    # ---- the two losses as functions of flat parameter vectors -------------------------------
+
+    @property
+    def pretrain_point(self) -> Tensor:
+        """(W_bar, U*) as one flat vector: where G and its Hessian are evaluated."""
+        return torch.cat([self.w_bar, self.u_bar])
+
+    @property
+    def finetune_point(self) -> Tensor:
+        """(W*, Theta*) as one flat vector: where F, f and their derivatives are evaluated."""
+        return torch.cat([self.w_star, self.theta_star])
+
+    def pretrain_losses(self, wu: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """Per-example pretraining losses g(z; W, U) with (W, U) given as one flat vector."""
+        w, u = wu[..., : self.W.numel], wu[..., self.W.numel :]
+        features = call(self.pretrained_embedding, self.W, w, x)
+        return self.pretrain_loss(call(self.pretrain_head, self.U, u, features), y)
+
+    def finetune_losses(self, wt: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """Per-example finetuning losses f(x; W, Theta) with (W, Theta) given as one flat vector."""
+        w, theta = wt[..., : self.W.numel], wt[..., self.W.numel :]
+        return self.finetune_loss(call(self.finetune_head, self.Theta, theta, call(self.embedding, self.W, w, x)), y)
+
+    def _head_losses(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        # Case 1 differentiates in Theta alone; the embedding's graph is not needed.
+        with torch.no_grad():
+            features = call(self.embedding, self.W, self.w_star, x)
+        return self.finetune_loss(call(self.finetune_head, self.Theta, theta, features), y)
+
+    # ---- Algorithm 1, one method a line ---------------------------------------------------------
+
+    def test_gradient(self, test: Any, *, per_test: bool = False, batch_size: int = 256) -> Tensor:
+        """Line 1: ``df(x_t)/d(W, Theta)`` at (W*, Theta*), as one flat vector over (W, Theta).
+
+        Summed over the test points (eq. 8) by default; with ``per_test=True`` one row per test
+        point, ``[n_test, p_W + p_Theta]``, by batched per-example gradients.
+        """
+        test = self._examples(test, "test", batch_size)
+        with self._evaluating():
+            if per_test:
+                return torch.cat([per_example_grads(self.finetune_losses, self.finetune_point, x, y) for x, y in test])
+            parts = [gradient(lambda p: self.finetune_losses(p, x, y).sum(), self.finetune_point) for x, y in test]
+            return torch.stack(parts).sum(0)
+
+    def finetune_hessian(self, finetune: Any, *, batch_size: int = 256) -> DataHessian:
+        """The Hessian that line 2 inverts.
+
+        Case 1: ``d2F/dTheta2`` at (W_bar, Theta*), plus ``finetune_l2``.
+        Case 2: K, the Hessian over (W, Theta) of ``F + alpha ||W - W_bar||^2`` at (W*, Theta*),
+        whose W-block carries ``+2 alpha I`` (eq. 15).
+        """
+        finetune = self._examples(finetune, "finetune", batch_size)
+        if self.case == "fixed":
+            return DataHessian(self._head_losses, self.theta_star, lambda: iter(finetune), self.finetune_l2)
+        diagonal = torch.full_like(self.finetune_point, self.finetune_l2)
+        diagonal[: self.W.numel] += 2 * self.alpha
+        return DataHessian(self.finetune_losses, self.finetune_point, lambda: iter(finetune), diagonal)
+
+    def pretrain_hessian(self, pretrain: Any, *, batch_size: int = 256) -> DataHessian:
+        """``H_G = d2G/d(W, U)2`` at (W_bar, U*), plus ``pretrain_l2``: the Hessian that line 4 inverts."""
+        pretrain = self._examples(pretrain, "pretrain", batch_size)
+        return DataHessian(self.pretrain_losses, self.pretrain_point, lambda: iter(pretrain), self.pretrain_l2)
+
+    def first_ihvp(self, test_grad: Tensor, finetune_hessian: DataHessian, solver: Solver) -> Tensor:
+        """Line 2: ``v1``, over Theta (Case 1: ``(d2F/dTheta2)^-1 df/dTheta``) or (W, Theta) (Case 2: ``K^-1 df/d(W,Theta)``)."""
+        rhs = test_grad[..., self.W.numel :] if self.case == "fixed" else test_grad
+        with self._evaluating():
+            v1 = solver.solve(finetune_hessian, rhs)
+        self.report.finetune_solves.append(solver.info)
+        return v1
+
+    def pullback(self, v1: Tensor, test_grad: Tensor, finetune: Any, *, batch_size: int = 256) -> Tensor:
+        """Line 3: ``u``, over (W, U).
+
+        Case 1: ``u = (d2F/dTheta dW)^T v1 - df/dW`` (the bracket of eq. 11, transposed), by a
+        mixed second-derivative product streamed over the finetuning data.
+        Case 2: ``u = -2 alpha [v1]_W`` (eq. 15).
+        Either way u is padded with zeros over U, since G's perturbation only reaches the
+        finetuned model through W.
+        """
+        zeros = v1.new_zeros(*v1.shape[:-1], self.U.numel)
+        if self.case == "updated":
+            return torch.cat([-2 * self.alpha * v1[..., : self.W.numel], zeros], dim=-1)
+        finetune = self._examples(finetune, "finetune", batch_size)
+
+        def mean_f(theta: Tensor, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
+            return self.finetune_losses(torch.cat([w, theta]), x, y).mean()
+
+        with self._evaluating():
+            mixed = data_mean(
+                lambda x, y: mixed_vjp(lambda t, w: mean_f(t, w, x, y), self.theta_star, self.w_star, v1), finetune
+            )
+        return torch.cat([mixed - test_grad[..., : self.W.numel], zeros], dim=-1)
+
+    def second_ihvp(self, u: Tensor, pretrain_hessian: DataHessian, solver: Solver) -> Tensor:
+        """Line 4: ``v2 = H_G^-1 u`` at (W_bar, U*), the influence vector shared by all candidates."""
+        with self._evaluating():
+            v2 = solver.solve(pretrain_hessian, u)
+        self.report.pretrain_solves.append(solver.info)
+        return v2
+
+    def score_candidates(self, candidates: Any, v2: Tensor, *, batch_size: int = 256) -> Tensor:
+        """Line 5: ``score(z) = v2 . dg(z)/d(W, U)`` for every candidate z.
+
+        One Jacobian-vector product of the per-example losses along v2 a batch, never a
+        backward pass per candidate. ``v2`` of shape ``[k, p]`` gives scores ``[n, k]``.
+        """
+        candidates = self._examples(candidates, "candidates", batch_size, ordered=True)
+        at = self.pretrain_point
+        out = []
+        with self._evaluating():
+            for x, y in progress(candidates, desc="scoring", total=candidates.num_batches):
+                out.append(jvp_losses(lambda p: self.pretrain_losses(p, x, y), at, v2))
+        return torch.cat(out)
+
+    def candidate_gradients(self, candidates: Any, *, batch_size: int = 256) -> Tensor:
+        """``dg(z)/d(W, U)`` for every candidate, ``[n, p_W + p_U]``: for teaching and checks.
+
+        Scoring does not need these (see :meth:`score_candidates`); they cost ``n * p`` memory.
+        """
+        candidates = self._examples(candidates, "candidates", batch_size, ordered=True)
+        with self._evaluating():
+            return torch.cat([per_example_grads(self.pretrain_losses, self.pretrain_point, x, y) for x, y in candidates])
+
+    # ---- the whole score ---------------------------------------------------------------------
+
+    def scores(
+        self,
+        pretrain: Any,
+        finetune: Any,
+        test: Any,
+        candidates: Any = None,
+        pretrain_solver: Solver = CG(damping=1e-2, iters=200),
+        finetune_solver: Solver = CG(damping=1e-8, iters=200),
+        per_test: bool = False,
+        *,
+        batch_size: int = 256,
+        test_block: int = 32,
+    ) -> Tensor:
+        """Influence scores ``I_{z, x_t}`` (eq. 6; summed over test points, eq. 8).
+
+        ``pretrain`` defines G and H_G, ``finetune`` defines F and its Hessians, ``test`` holds
+        the finetuning test points x_t, and ``candidates`` (default: ``pretrain``) are the
+        pretraining examples scored. Each is a pair of tensors ``(x, y)`` or a DataLoader.
+
+        Returns ``[n_candidates]`` summed over the test points, or with ``per_test=True``
+        ``[n_candidates, n_test]``, solved ``test_block`` test points at a time.
+        Removing z_i from m pretraining examples changes the summed test loss by about
+        ``-scores[i] / m``; a positive score marks a harmful example.
+        ``batch_size`` bounds the examples held at once when tensors are passed.
+        """
+        for name, solver in (("pretrain_solver", pretrain_solver), ("finetune_solver", finetune_solver)):
+            if not isinstance(solver, Solver):
+                raise TypeError(f"{name}: expected an influence solver (Exact, CG or Identity), got {type(solver).__name__}")
+        if not isinstance(per_test, bool):
+            raise TypeError(f"per_test: expected a bool, got {type(per_test).__name__}")
+        for name, value in (("batch_size", batch_size), ("test_block", test_block)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        pretrain = self._examples(pretrain, "pretrain", batch_size)
+        finetune = self._examples(finetune, "finetune", batch_size)
+        test = self._examples(test, "test", batch_size)
+        candidates = pretrain if candidates is None else self._examples(candidates, "candidates", batch_size, ordered=True)
+        self.report = Report()
+        h_f = self.finetune_hessian(finetune)
+        h_g = self.pretrain_hessian(pretrain)
+        self._check_stationary(h_g, h_f)
+
+        def v2_for(grad_f: Tensor) -> Tensor:
+            v1 = self.first_ihvp(grad_f, h_f, finetune_solver)
+            u = self.pullback(v1, grad_f, finetune)
+            return self.second_ihvp(u, h_g, pretrain_solver)
+
+        if not per_test:
+            return self.score_candidates(candidates, v2_for(self.test_gradient(test)), batch_size=batch_size)
+        columns = [
+            self.score_candidates(candidates, v2_for(self.test_gradient((x, y), per_test=True)), batch_size=batch_size)
+            for x, y in test.blocks(test_block)
+        ]
+        return torch.cat(columns, dim=1)
+
+    # ---- checks ----------------------------------------------------------------------------------
+
+    def _examples(self, data: Any, name: str, batch_size: int, ordered: bool = False) -> Examples:
+        if isinstance(data, Examples):
+            return data
+        examples = Examples(data, name, device=self.device, dtype=self.dtype, batch_size=batch_size, ordered=ordered)
+        self._check_fits(examples)
+        return examples
+
+    def _check_fits(self, examples: Examples) -> None:
+        """Run the first batch through the stage it belongs to, and name the argument if it fails."""
+        x, y = next(iter(examples.blocks(2)))
+        pretraining = examples.name in ("pretrain", "candidates")
+        losses_fn, at = (self.pretrain_losses, self.pretrain_point) if pretraining else (self.finetune_losses, self.finetune_point)
+        loss_name = "pretrain_loss" if pretraining else "finetune_loss"
+        try:
+            with torch.no_grad(), self._evaluating():
+                losses = losses_fn(at, x, y)
+        except (RuntimeError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"{examples.name}: the {'pretraining' if pretraining else 'finetuning'} model cannot take "
+                f"x of shape {tuple(x.shape)} with y of shape {tuple(y.shape)}: {error}"
+            ) from error
+        if not isinstance(losses, torch.Tensor) or losses.shape != (len(y),):
+            shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+            raise ValueError(f"{loss_name}: expected per-example losses of shape [{len(y)}], got {shape}")
+
+    def _check_stationary(self, h_g: DataHessian, h_f: DataHessian) -> None:
+        """Warn when the supplied optimum is visibly not stationary: the theory assumes dG = dF = 0."""
+        with self._evaluating():
+            g_grad = h_g.loss_gradient() + self.pretrain_l2 * h_g.at
+            f_grad = h_f.loss_gradient() + self.finetune_l2 * h_f.at
+        if self.case == "updated":
+            f_grad[: self.W.numel] += 2 * self.alpha * (self.w_star - self.w_bar)
+        self.report.pretrain_gradient_norm = g_grad.norm().item()
+        self.report.finetune_gradient_norm = f_grad.norm().item()
+        for stage, norm in (("pretraining objective G", self.report.pretrain_gradient_norm), ("finetuning objective F", self.report.finetune_gradient_norm)):
+            if norm > self.stationarity_tol:
+                warnings.warn(
+                    f"the {stage} has gradient norm {norm:.3g} at the supplied parameters "
+                    f"(warning above {self.stationarity_tol:g}); the influence function assumes a stationary "
+                    f"point, so train closer to convergence or expect less accurate scores",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        modules = [self.embedding, self.pretrain_head, self.finetune_head, self.pretrained_embedding]
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)

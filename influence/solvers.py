@@ -1,0 +1,236 @@
+"""Inverse-Hessian-vector products: ``x = H^-1 b`` for the two solves of Algorithm 1.
+
+Three solvers share one small interface, :meth:`Solver.solve` ``(operator, b) -> x``:
+
+- :class:`Exact` materializes the Hessian and solves densely (small models, teaching, tests);
+- :class:`CG` runs conjugate gradients on ``H^2 + damping I`` (the paper's eq. 16) or on
+  ``H + damping I``, touching H only through Hessian-vector products;
+- :class:`Identity` replaces the inverse Hessian by the identity (the ablation of Fig. 3).
+
+Each solver records what it did in ``solver.info`` (a :class:`SolveInfo`).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from .progress import progress
+
+
+class Operator(Protocol):
+    """A symmetric linear operator: :class:`influence.autodiff.DataHessian` is one."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def matvec(self, v: Tensor) -> Tensor: ...
+
+    def to_dense(self) -> Tensor: ...
+
+
+class Matrix:
+    """A dense symmetric matrix as an :class:`Operator` (for teaching cells and tests)."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"matrix: expected a square matrix, got shape {tuple(matrix.shape)}")
+        self.matrix = matrix
+
+    @property
+    def dim(self) -> int:
+        return self.matrix.shape[0]
+
+    def matvec(self, v: Tensor) -> Tensor:
+        return v @ self.matrix.T
+
+    def to_dense(self) -> Tensor:
+        return self.matrix
+
+
+@dataclass(frozen=True)
+class SolveInfo:
+    """What a solve did.
+
+    ``relative_residual`` is ``||rhs - A x|| / ||rhs||`` for the system A x = rhs the solver
+    actually solved (for ``CG(squared=True)``: ``A = H^2 + damping I``, ``rhs = H b``), the
+    worst over the columns of a block. ``None`` for :class:`Identity`, which solves nothing.
+    """
+
+    solver: str
+    iterations: int
+    relative_residual: float | None
+    converged: bool
+    hessian_vector_products: int
+
+
+def _check_damping(damping: float) -> float:
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)):
+        raise TypeError(f"damping: expected a number, got {type(damping).__name__}")
+    if not math.isfinite(damping) or damping < 0:
+        raise ValueError(f"damping: expected a finite number >= 0, got {damping}")
+    return float(damping)
+
+
+def _check_rhs(operator: Operator, b: Tensor) -> None:
+    if not isinstance(b, Tensor) or b.dim() not in (1, 2) or b.shape[-1] != operator.dim:
+        shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
+        raise ValueError(f"b: expected shape [{operator.dim}] or [k, {operator.dim}], got {shape}")
+
+
+def _norms(v: Tensor) -> Tensor:
+    return v.norm(dim=-1)
+
+
+class Solver(ABC):
+    """Solves ``H x = b`` for a symmetric operator H; ``b`` is ``[p]`` or a block ``[k, p]``."""
+
+    info: SolveInfo | None = None
+
+    @abstractmethod
+    def solve(self, operator: Operator, b: Tensor) -> Tensor: ...
+
+
+class Exact(Solver):
+    """Dense solve of ``(H + damping I) x = b`` with a materialized Hessian.
+
+    For small models only: it refuses operators of more than ``max_dim`` parameters, since
+    the Hessian costs ``max_dim^2`` numbers and ``max_dim`` Hessian-vector products.
+    """
+
+    def __init__(self, damping: float = 0.0, max_dim: int = 5000) -> None:
+        self.damping = _check_damping(damping)
+        self.max_dim = max_dim
+
+    def __repr__(self) -> str:
+        return f"Exact(damping={self.damping:g})"
+
+    def solve(self, operator: Operator, b: Tensor) -> Tensor:
+        _check_rhs(operator, b)
+        if operator.dim > self.max_dim:
+            raise ValueError(
+                f"Exact: the Hessian has {operator.dim} rows, above max_dim={self.max_dim} "
+                f"({operator.dim**2 * b.element_size() / 2**30:.1f} GiB dense); use CG instead"
+            )
+        h = operator.to_dense()
+        a = h + self.damping * torch.eye(operator.dim, dtype=h.dtype, device=h.device)
+        x = torch.linalg.solve(a, b.unsqueeze(-1) if b.dim() == 1 else b.mT)
+        x = x.squeeze(-1) if b.dim() == 1 else x.mT
+        residual = (_norms(b - x @ a.T) / _norms(b).clamp_min(torch.finfo(b.dtype).tiny)).max().item()
+        self.info = SolveInfo("Exact", 0, residual, True, operator.dim)
+        return x
+
+
+class Identity(Solver):
+    """``x = b``: every inverse Hessian replaced by the identity (the ablation of Fig. 3)."""
+
+    def __repr__(self) -> str:
+        return "Identity()"
+
+    def solve(self, operator: Operator, b: Tensor) -> Tensor:
+        _check_rhs(operator, b)
+        self.info = SolveInfo("Identity", 0, None, True, 0)
+        return b.clone()
+
+
+class CG(Solver):
+    """Conjugate gradients with Hessian-vector products.
+
+    ``squared=True`` (the default) minimizes ``x^T (H^2 + damping I) x / 2 - b^T H x``, the
+    paper's eq. 16. Its solution is ``(H^2 + damping I)^-1 H b``, which tends to ``H^-1 b`` as
+    the damping goes to 0, and ``H^2`` is positive definite whenever H is invertible, even
+    with negative eigenvalues. Each iteration costs two Hessian-vector products.
+
+    ``squared=False`` solves ``(H + damping I) x = b`` at one product per iteration; it is
+    only sound when ``H + damping I`` is positive definite, and warns when a search direction
+    shows it is not.
+
+    A block ``b`` of shape ``[k, p]`` is solved as k independent systems that share each
+    batched Hessian-vector product. The solve stops when every column's relative residual is
+    below ``tol``, or after ``iters`` iterations, and warns if ``tol`` was not reached.
+    """
+
+    def __init__(self, damping: float = 0.0, iters: int = 200, tol: float = 1e-6, squared: bool = True) -> None:
+        self.damping = _check_damping(damping)
+        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+            raise ValueError(f"iters: expected an integer >= 1, got {iters!r}")
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+            raise ValueError(f"tol: expected a number > 0, got {tol!r}")
+        if not isinstance(squared, bool):
+            raise TypeError(f"squared: expected a bool, got {type(squared).__name__}")
+        self.iters, self.tol, self.squared = iters, float(tol), squared
+
+    def __repr__(self) -> str:
+        return f"CG(damping={self.damping:g}, iters={self.iters}, tol={self.tol:g}, squared={self.squared})"
+
+    def solve(self, operator: Operator, b: Tensor) -> Tensor:
+        _check_rhs(operator, b)
+        single = b.dim() == 1
+        b = b.unsqueeze(0) if single else b
+        products = 0
+
+        def apply(v: Tensor) -> Tensor:
+            nonlocal products
+            if self.squared:
+                products += 2
+                return operator.matvec(operator.matvec(v)) + self.damping * v
+            products += 1
+            return operator.matvec(v) + self.damping * v
+
+        if self.squared:
+            rhs = operator.matvec(b)
+            products += 1
+        else:
+            rhs = b
+        x = torch.zeros_like(rhs)
+        r = rhs.clone()
+        d = r.clone()
+        rr = (r * r).sum(-1)
+        rhs_norm = _norms(rhs).clamp_min(torch.finfo(rhs.dtype).tiny)
+        relative = rr.sqrt() / rhs_norm
+        negative_curvature = math.inf
+        it = 0
+        bar = progress(range(self.iters), desc="CG", total=self.iters)
+        for it in bar:
+            if bool((relative <= self.tol).all()):
+                break
+            active = relative > self.tol  # converged columns stay where they are
+            ad = apply(d)
+            curvature = (d * ad).sum(-1)
+            negative_curvature = min(negative_curvature, curvature.min().item())
+            step = torch.where(active & (curvature != 0), rr / torch.where(curvature == 0, 1, curvature), 0)
+            x = x + step.unsqueeze(-1) * d
+            r = r - step.unsqueeze(-1) * ad
+            rr_new = (r * r).sum(-1)
+            beta = torch.where(active & (rr > 0), rr_new / torch.where(rr > 0, rr, 1), 0)
+            d = r + beta.unsqueeze(-1) * d
+            rr = rr_new
+            relative = rr.sqrt() / rhs_norm
+            bar.set_postfix(residual=f"{relative.max().item():.1e}")
+        else:
+            it = self.iters
+        bar.close()
+        worst = relative.max().item()
+        converged = worst <= self.tol
+        self.info = SolveInfo(repr(self), it, worst, converged, products)
+        if not self.squared and negative_curvature <= 0:
+            warnings.warn(
+                f"CG(squared=False): H + damping I is not positive definite (curvature "
+                f"{negative_curvature:.3g} along a search direction); its result is unreliable. "
+                f"Use CG(squared=True), the paper's eq. 16, or a larger damping.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if not converged:
+            warnings.warn(
+                f"{self!r} stopped after {it} iterations at relative residual {worst:.3g}, "
+                f"{worst / self.tol:.3g}x above tol={self.tol:g}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return x.squeeze(0) if single else x

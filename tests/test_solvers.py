@@ -1,0 +1,95 @@
+"""The three solvers against torch.linalg.solve on dense symmetric matrices."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from influence import CG, Exact, Identity
+from influence.solvers import Matrix
+
+
+def _spd(n: int = 40, cond: float = 100.0, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return q @ torch.diag(torch.logspace(0, torch.log10(torch.tensor(cond)).item(), n, dtype=torch.float64)) @ q.T
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_exact_with_damping():
+    h = _spd()
+    b = torch.randn(40, dtype=torch.float64)
+    x = Exact(damping=0.5).solve(Matrix(h), b)
+    assert _rel(x, torch.linalg.solve(h + 0.5 * torch.eye(40, dtype=torch.float64), b)) <= 1e-12
+
+
+def test_exact_refuses_large_operators():
+    with pytest.raises(ValueError, match="max_dim"):
+        Exact(max_dim=10).solve(Matrix(_spd()), torch.ones(40, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_cg_solves_damped_system(squared):
+    h = _spd()
+    b = torch.randn(40, dtype=torch.float64)
+    solver = CG(damping=0.1, iters=400, tol=1e-12, squared=squared)
+    x = solver.solve(Matrix(h), b)
+    eye = torch.eye(40, dtype=torch.float64)
+    if squared:  # eq. 16: (H^2 + lambda I) x = H b
+        expected = torch.linalg.solve(h @ h + 0.1 * eye, h @ b)
+    else:
+        expected = torch.linalg.solve(h + 0.1 * eye, b)
+    assert _rel(x, expected) <= 1e-8
+    assert solver.info.converged and solver.info.relative_residual <= 1e-12
+    assert solver.info.iterations <= 400
+    assert solver.info.hessian_vector_products == (2 * solver.info.iterations + 1 if squared else solver.info.iterations)
+
+
+def test_cg_block_equals_columns():
+    h = _spd()
+    b = torch.randn(3, 40, dtype=torch.float64)
+    block = CG(iters=300, tol=1e-12).solve(Matrix(h), b)
+    for i in range(3):
+        assert _rel(block[i], CG(iters=300, tol=1e-12).solve(Matrix(h), b[i])) <= 1e-9
+
+
+def test_cg_warns_when_it_stops_short():
+    solver = CG(iters=3, tol=1e-10)
+    with pytest.warns(RuntimeWarning, match=r"stopped after 3 iterations at relative residual .* above tol"):
+        solver.solve(Matrix(_spd(cond=1e4)), torch.ones(40, dtype=torch.float64))
+    assert not solver.info.converged and solver.info.relative_residual > 1e-10
+
+
+def test_identity_returns_b():
+    b = torch.randn(2, 40, dtype=torch.float64)
+    solver = Identity()
+    assert torch.equal(solver.solve(Matrix(_spd()), b), b)
+    assert solver.info.iterations == 0
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: CG(damping=-1.0), "damping"),
+        (lambda: CG(iters=0), "iters"),
+        (lambda: CG(tol=0.0), "tol"),
+        (lambda: Exact(damping=float("nan")), "damping"),
+    ],
+)
+def test_bad_solver_settings(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_bad_solver_types():
+    with pytest.raises(TypeError, match="squared"):
+        CG(squared="yes")
+    with pytest.raises(TypeError, match="damping"):
+        Exact(damping="small")
+
+
+def test_bad_right_hand_side():
+    with pytest.raises(ValueError, match="b: expected shape"):
+        CG().solve(Matrix(_spd()), torch.ones(39, dtype=torch.float64))

@@ -1,0 +1,95 @@
+"""Small float64 multi-stage problems, trained to stationary points, for the tests."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from influence.train import StageObjective, fit_lbfgs
+
+
+@dataclass
+class Problem:
+    zx: Tensor  # pretraining inputs
+    zy: Tensor
+    xx: Tensor  # finetuning inputs
+    xy: Tensor
+    tx: Tensor  # finetuning test inputs
+    ty: Tensor
+    pretrain_l2: float = 1e-2
+    finetune_l2: float = 1e-2
+    alpha: float = 0.05
+
+
+@dataclass
+class Trained:
+    embedding: nn.Module  # W* (= W_bar in the fixed case)
+    pretrain_head: nn.Module
+    finetune_head: nn.Module
+    pretrained_embedding: nn.Module  # W_bar
+
+
+def make_problem(m: int = 60, n: int = 40, n_test: int = 6, d: int = 3, seed: int = 0, **kw: float) -> Problem:
+    """Two related classification tasks on the same inputs: 3 classes to pretrain, 2 to finetune."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(d, 2, generator=g, dtype=torch.float64)
+
+    def task(k: int, proj: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.randn(k, d, generator=g, dtype=torch.float64)
+        logits = x @ proj + 0.5 * torch.randn(k, proj.shape[1], generator=g, dtype=torch.float64)
+        return x, logits.argmax(1)
+
+    return Problem(*task(m, a), *task(n, b), *task(n_test, b), **kw)
+
+
+def make_modules(d: int = 3, h: int = 4, seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module]:
+    torch.manual_seed(seed)
+    emb = nn.Sequential(nn.Linear(d, h), nn.Tanh()).double()
+    return emb, nn.Linear(h, 3).double(), nn.Linear(h, 2).double()
+
+
+def pretrain(p: Problem, emb: nn.Module, head: nn.Module, weights: Tensor | None = None) -> None:
+    params = [*emb.parameters(), *head.parameters()]
+    norm = fit_lbfgs(StageObjective(params, lambda x: head(emb(x)), p.zx, p.zy, l2=p.pretrain_l2, weights=weights), tol=1e-11)
+    assert norm < 1e-8, norm
+
+
+def finetune_fixed(p: Problem, emb: nn.Module, head: nn.Module) -> None:
+    with torch.no_grad():
+        feats = emb(p.xx)
+    norm = fit_lbfgs(StageObjective(list(head.parameters()), head, feats, p.xy, l2=p.finetune_l2), tol=1e-11)
+    assert norm < 1e-8, norm
+
+
+def finetune_updated(p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module) -> None:
+    params = [*emb.parameters(), *head.parameters()]
+    anchors = [w.detach().clone() for w in emb_bar.parameters()]
+    objective = StageObjective(
+        params, lambda x: head(emb(x)), p.xx, p.xy, l2=p.finetune_l2, proximity=(list(emb.parameters()), anchors, p.alpha)
+    )
+    norm = fit_lbfgs(objective, tol=1e-11)
+    assert norm < 1e-8, norm
+
+
+def train(p: Problem, case: str, weights: Tensor | None = None, start: Trained | None = None) -> Trained:
+    """Both stages to stationary points; ``start`` warm-starts retraining (for finite differences, leave-one-out)."""
+    if start is None:
+        emb, head_u, head_t = make_modules(d=p.zx.shape[1])
+    else:
+        emb, head_u, head_t = (copy.deepcopy(m) for m in (start.pretrained_embedding, start.pretrain_head, start.finetune_head))
+    pretrain(p, emb, head_u, weights)
+    if case == "fixed":
+        finetune_fixed(p, emb, head_t)
+        return Trained(emb, head_u, head_t, emb)
+    emb_star = copy.deepcopy(emb) if start is None else copy.deepcopy(start.embedding)
+    finetune_updated(p, emb_star, head_t, emb)
+    return Trained(emb_star, head_u, head_t, emb)
+
+
+def test_loss(p: Problem, t: Trained) -> float:
+    with torch.no_grad():
+        out = t.finetune_head(t.embedding(p.tx))
+        return nn.functional.cross_entropy(out, p.ty, reduction="sum").item()
