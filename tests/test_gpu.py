@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-import toys
+from influence import toy as toys
 import torch
 from test_multistage import _rel, dense_scores
 

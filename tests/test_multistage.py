@@ -8,7 +8,7 @@ from torch.func import functional_call, hessian, jacrev
 
 from influence import CG, Exact, Identity, MultiStage
 
-import toys
+from influence import toy as toys
 
 
 def _unflatten(module: nn.Module, vec: Tensor) -> dict[str, Tensor]:
@@ -142,7 +142,7 @@ def _central_difference(p: toys.Problem, t: toys.Trained, case: str, i: int, eps
     def loss_at(e: float) -> float:
         weights = torch.full((len(p.zy),), 1 / len(p.zy), dtype=torch.float64)
         weights[i] += e
-        return toys.test_loss(p, toys.train(p, case, weights=weights, start=t))
+        return toys.summed_test_loss(p, toys.train(p, case, weights=weights, start=t))
 
     return (loss_at(eps) - loss_at(-eps)) / (2 * eps)
 
@@ -166,7 +166,7 @@ def test_leave_one_out_correlation(case):
     t = toys.train(p, case)
     m = len(p.zy)
     scores = _ms(p, t, case).scores(**_data(p), pretrain_solver=CG(iters=300, tol=1e-10), finetune_solver=CG(iters=300, tol=1e-10))
-    base = toys.test_loss(p, t)
+    base = toys.summed_test_loss(p, t)
     # the 10 largest |scores|, 5 smallest and 10 at random: a spread, not only the tails
     order = scores.abs().argsort(descending=True)
     picks = list(dict.fromkeys(order[:10].tolist() + order[-5:].tolist() + torch.randperm(m, generator=torch.Generator().manual_seed(0))[:10].tolist()))
@@ -174,7 +174,7 @@ def test_leave_one_out_correlation(case):
     for i in picks:
         weights = torch.full((m,), 1 / (m - 1), dtype=torch.float64)
         weights[i] = 0.0
-        actual.append(toys.test_loss(p, toys.train(p, case, weights=weights, start=t)) - base)
+        actual.append(toys.summed_test_loss(p, toys.train(p, case, weights=weights, start=t)) - base)
         predicted.append(-scores[i].item() / m)
     r = torch.corrcoef(torch.tensor([predicted, actual]))[0, 1].item()
     assert len(picks) >= 25 and r >= 0.99, (len(picks), r)

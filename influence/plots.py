@@ -1,0 +1,81 @@
+"""The book's figures: one function a figure, so chapters and tests draw the same picture.
+
+Every figure states its finding in the title, labels its axes with units, writes n, and
+where the paper has a number, shows it beside ours. :func:`use_book_style` sets the one
+seaborn style and palette of the book.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+from matplotlib.axes import Axes
+from scipy import stats
+
+PALETTE = "colorblind"
+
+
+def use_book_style() -> None:
+    """Seaborn's whitegrid theme with the book's palette."""
+    sns.set_theme(style="whitegrid", palette=PALETTE, context="notebook")
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How well predicted effects track actual ones."""
+
+    pearson_r: float
+    spearman_rho: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"Pearson r = {self.pearson_r:.2f}, Spearman rho = {self.spearman_rho:.2f}, n = {self.n}"
+
+
+def agreement(predicted: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> Agreement:
+    """Pearson's r and Spearman's rho between two equally long sequences."""
+    p, a = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
+    if p.shape != a.shape or p.ndim != 1:
+        raise ValueError(f"predicted and actual must be 1-D and of equal length, got {p.shape} and {a.shape}")
+    if len(p) < 3:
+        raise ValueError(f"need at least 3 pairs for a correlation, got {len(p)}")
+    return Agreement(float(stats.pearsonr(p, a)[0]), float(stats.spearmanr(p, a)[0]), len(p))
+
+
+def predicted_vs_actual(
+    predicted: Sequence[float] | np.ndarray,
+    actual: Sequence[float] | np.ndarray,
+    *,
+    title: str,
+    xlabel: str = "actual change in test loss",
+    ylabel: str = "predicted change in test loss",
+    paper_r: float | None = None,
+    diagonal: bool = True,
+    ax: Axes | None = None,
+) -> tuple[Axes, Agreement]:
+    """Scatter of predicted against actual effects with a least-squares line, r, rho and n.
+
+    ``paper_r`` writes the paper's Pearson r beside ours. ``diagonal`` draws y = x, the
+    line a perfect first-order prediction would sit on (off when the axes are in different units).
+    """
+    ax = ax or plt.subplots(figsize=(5.2, 4.4))[1]
+    p, a = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
+    fit = agreement(p, a)
+    ax.scatter(a, p, s=22, alpha=0.75, edgecolor="white", linewidth=0.4)
+    slope, intercept = np.polyfit(a, p, 1)
+    xs = np.linspace(a.min(), a.max(), 2)
+    ax.plot(xs, slope * xs + intercept, color=sns.color_palette(PALETTE)[1], lw=1.5, label="least squares")
+    if diagonal:
+        lo, hi = min(a.min(), p.min()), max(a.max(), p.max())
+        ax.plot([lo, hi], [lo, hi], ls=":", color="grey", lw=1, label="y = x")
+    text = f"ours: r = {fit.pearson_r:.2f}, rho = {fit.spearman_rho:.2f}, n = {fit.n}"
+    if paper_r is not None:
+        text += f"\npaper: r = {paper_r:.2f}"
+    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=9,
+            bbox=dict(boxstyle="round", facecolor="white", alpha=0.85, edgecolor="0.8"))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend(loc="lower right", fontsize=8)
+    return ax, fit
