@@ -103,6 +103,7 @@ class MultiStage:
     """
 
     stationarity_tol: float = 1e-3  # warn when ||dG|| or ||dF|| at the supplied optimum exceeds this
+    feature_cache_bytes: int = 2**29  # Case 1 keeps the embedding's outputs on the finetuning data up to this size
 
     def __init__(
         self,
@@ -183,11 +184,27 @@ class MultiStage:
         w, theta = wt[..., : self.W.numel], wt[..., self.W.numel :]
         return self.finetune_loss(call(self.finetune_head, self.Theta, theta, call(self.embedding, self.W, w, x)), y)
 
-    def _head_losses(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        # Case 1 differentiates in Theta alone; the embedding's graph is not needed.
-        with torch.no_grad():
-            features = call(self.embedding, self.W, self.w_star, x)
+    def _head_losses(self, theta: Tensor, features: Tensor, y: Tensor) -> Tensor:
         return self.finetune_loss(call(self.finetune_head, self.Theta, theta, features), y)
+
+    def _features(self, finetune: Examples) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
+        """Case 1 differentiates F in Theta alone, so the embedding's outputs are constants.
+
+        They are computed once and kept while they fit in ``feature_cache_bytes``; beyond
+        that they are recomputed batch by batch at every product, and memory stays bounded.
+        """
+
+        def compute() -> Iterator[tuple[Tensor, Tensor]]:
+            for x, y in finetune:
+                with torch.no_grad(), self._evaluating():
+                    features = call(self.embedding, self.W, self.w_star, x)
+                yield features, y
+
+        first, _ = next(compute())
+        if first[0].numel() * first.element_size() * len(finetune) > self.feature_cache_bytes:
+            return compute
+        cached = list(compute())
+        return lambda: iter(cached)
 
     # ---- Algorithm 1, one method a line ---------------------------------------------------------
 
@@ -213,7 +230,7 @@ class MultiStage:
         """
         finetune = self._examples(finetune, "finetune", batch_size)
         if self.case == "fixed":
-            return DataHessian(self._head_losses, self.theta_star, lambda: iter(finetune), self.finetune_l2)
+            return DataHessian(self._head_losses, self.theta_star, self._features(finetune), self.finetune_l2)
         diagonal = torch.full_like(self.finetune_point, self.finetune_l2)
         diagonal[: self.W.numel] += 2 * self.alpha
         return DataHessian(self.finetune_losses, self.finetune_point, lambda: iter(finetune), diagonal)

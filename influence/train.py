@@ -98,6 +98,14 @@ def fit_lbfgs(objective: StageObjective, *, tol: float = 1e-10, max_iter: int = 
     return objective.gradient_norm()
 
 
+@dataclass
+class AdamRun:
+    """What :func:`fit_adam` did: the minibatch objective at every step, and Adam's final state."""
+
+    history: list[float]
+    state: dict
+
+
 def fit_adam(
     objective: StageObjective,
     *,
@@ -105,18 +113,24 @@ def fit_adam(
     batch_size: int,
     lr: float = 1e-3,
     seed: int = 0,
+    state: dict | None = None,
     desc: str = "training",
-) -> list[float]:
+) -> AdamRun:
     """Minibatch Adam for ``steps`` steps; batches drawn by a generator seeded with ``seed``.
 
-    Returns the minibatch objective at every step. With ``weights`` set, removed examples
-    (weight 0) are still drawn but contribute nothing, so the batch sequence is the same
-    with and without a removal: the controlled comparison of the book's section 4.1.
+    ``state`` (a previous run's :attr:`AdamRun.state`) resumes Adam's moment estimates, so
+    that continued training from a trained model does not start with a jolt.
+    With ``weights`` set, removed examples (weight 0) are still drawn but contribute nothing,
+    so the batch sequence is the same with and without a removal: the controlled comparison
+    of the book's section 4.1.
     """
     params = list(objective.params)
     optimizer = torch.optim.Adam(params, lr=lr)
+    if state is not None:
+        optimizer.load_state_dict(state)
     generator = torch.Generator().manual_seed(seed)
     n = len(objective.y)
+    batch_size = min(batch_size, n)
     history = []
     order = torch.randperm(n, generator=generator)
     start = 0
@@ -130,4 +144,4 @@ def fit_adam(
         value.backward()
         optimizer.step()
         history.append(value.item())
-    return history
+    return AdamRun(history, optimizer.state_dict())

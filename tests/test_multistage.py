@@ -117,6 +117,7 @@ def test_candidates_subset_and_dataloader(trained):
     case, p, t = trained
     ms = _ms(p, t, case)
     full = ms.scores(**_data(p), pretrain_solver=Exact(), finetune_solver=Exact())
+    ms.feature_cache_bytes = 0  # Case 1: recompute the embedding's outputs at every product
     loader = lambda x, y, bs: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=bs)  # noqa: E731
     streamed = ms.scores(
         pretrain=loader(p.zx, p.zy, 7), finetune=loader(p.xx, p.xy, 9), test=loader(p.tx, p.ty, 4),
