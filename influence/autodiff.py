@@ -69,8 +69,14 @@ def _leaf(vector: Tensor) -> Tensor:
     return vector.detach().requires_grad_(True)
 
 
-def _batched(v: Tensor) -> bool:
-    return v.dim() == 2
+def _backward(output: Tensor, inputs: Tensor, v: Tensor) -> Tensor:
+    """``d(output . v)/d inputs``; a block ``v`` reuses the graph column by column.
+
+    (``is_grads_batched`` would vmap the backward pass; on CPU that is slower than the loop.)
+    """
+    if v.dim() == 1:
+        return torch.autograd.grad(output, inputs, v)[0]
+    return torch.stack([torch.autograd.grad(output, inputs, vi, retain_graph=True)[0] for vi in v])
 
 
 def hvp(fn: Callable[[Tensor], Tensor], at: Tensor, v: Tensor) -> Tensor:
@@ -81,8 +87,7 @@ def hvp(fn: Callable[[Tensor], Tensor], at: Tensor, v: Tensor) -> Tensor:
     """
     x = _leaf(at)
     (g,) = torch.autograd.grad(fn(x), x, create_graph=True)
-    (hv,) = torch.autograd.grad(g, x, v, is_grads_batched=_batched(v))
-    return hv.detach()
+    return _backward(g, x, v).detach()
 
 
 def mixed_vjp(fn: Callable[[Tensor, Tensor], Tensor], a: Tensor, b: Tensor, v: Tensor) -> Tensor:
@@ -93,8 +98,7 @@ def mixed_vjp(fn: Callable[[Tensor, Tensor], Tensor], a: Tensor, b: Tensor, v: T
     """
     xa, xb = _leaf(a), _leaf(b)
     (ga,) = torch.autograd.grad(fn(xa, xb), xa, create_graph=True)
-    (out,) = torch.autograd.grad(ga, xb, v, is_grads_batched=_batched(v))
-    return out.detach()
+    return _backward(ga, xb, v).detach()
 
 
 def gradient(fn: Callable[[Tensor], Tensor], at: Tensor) -> Tensor:
@@ -187,8 +191,8 @@ def _jvp_by_double_backward(losses: Callable[[Tensor], Tensor], at: Tensor, tang
     out = losses(x)
     u = torch.zeros_like(out, requires_grad=True)
     (jtu,) = torch.autograd.grad(out, x, u, create_graph=True)
-    (jt,) = torch.autograd.grad(jtu, u, tangents, is_grads_batched=_batched(tangents))
-    return (jt.T if _batched(tangents) else jt).detach()
+    jt = _backward(jtu, u, tangents)
+    return (jt.T if tangents.dim() == 2 else jt).detach()
 
 
 def per_example_grads(losses: LossesFn, at: Tensor, x: Tensor, y: Tensor, chunk: int = 64) -> Tensor:

@@ -15,6 +15,7 @@ eps-perturbations, eq. 4, and leave-one-out).
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -126,8 +127,8 @@ def fit_adam(
     """
     params = list(objective.params)
     optimizer = torch.optim.Adam(params, lr=lr)
-    if state is not None:
-        optimizer.load_state_dict(state)
+    if state is not None:  # a copy: Adam updates its moments in place, and the caller's state must survive
+        optimizer.load_state_dict(copy.deepcopy(state))
     generator = torch.Generator().manual_seed(seed)
     n = len(objective.y)
     batch_size = min(batch_size, n)

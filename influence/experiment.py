@@ -1,0 +1,409 @@
+"""The transfer experiments of section 4: pretrain on some classes, finetune on others,
+score every pretraining example, and validate the scores by retraining without them.
+
+- :class:`TransferConfig` names every choice of Appendix B in one frozen dataclass;
+- :func:`load_transfer_data` cuts the real datasets into the two tasks;
+- :func:`train_transfer` trains both stages with Adam, cached on disk under a key made of
+  the config, so that a chapter re-run does not retrain and a changed config never reuses
+  stale weights;
+- :func:`transfer_scores` runs :class:`influence.MultiStage` with the config's solvers;
+- :func:`validate` removes examples one at a time, continues both stages from the trained
+  weights as Appendix B does, and measures the change in test loss twice: against the
+  original model (the paper's raw difference) and against the same continued training
+  without the removal (the controlled difference).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+
+from . import data as datasets
+from .models import MultiStageNet, table_a
+from .multistage import MultiStage, Report
+from .plots import agreement
+from .progress import progress
+from .solvers import CG, Identity, Solver
+from .train import AdamRun, StageObjective, fit_adam
+
+Pair = tuple[Tensor, Tensor]
+
+
+TRAINING_FIELDS = ("dataset", "pretrain_classes", "finetune_classes", "case", "alpha", "pretrain_size",
+                   "finetune_size", "batch_size", "lr", "pretrain_steps", "finetune_steps", "seed")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """One experiment of section 4, with the defaults of Appendix B for MNIST, Case 1."""
+
+    dataset: str = "mnist"  # "mnist" or "cifar10"
+    pretrain_classes: tuple[int, ...] = (0, 1, 2, 3)
+    finetune_classes: tuple[int, ...] = (4, 5, 6, 7, 8, 9)
+    case: str = "fixed"  # "fixed" (Case 1) or "updated" (Case 2)
+    alpha: float = 0.01  # Case 2: the proximity alpha ||W - W_bar||^2 in finetuning and in the scores (eq. 12)
+    pretrain_size: int | None = None  # pretraining examples; None = every training image of those classes
+    finetune_size: int = 5000  # finetuning examples sampled from the other classes
+    test_size: int | None = None  # finetuning test points; None = every test image of those classes
+    batch_size: int = 512  # Adam minibatch, both stages
+    lr: float = 1e-3  # Adam learning rate
+    pretrain_steps: int = 3000  # Adam steps of pretraining, "to convergence"
+    finetune_steps: int = 2000  # Adam steps of finetuning
+    retrain_pretrain_steps: int = 100  # validation: continued pretraining after a removal
+    retrain_finetune_steps: int = 100  # validation: continued finetuning after it
+    pretrain_damping: float = 1e-2  # lambda of eq. 16 for H_G
+    finetune_damping: float = 1e-8  # lambda of eq. 16 for the finetuning Hessian
+    hessian_examples: int = 1000  # pretraining examples sampled to define H_G
+    finetune_hessian_examples: int | None = None  # finetuning examples defining F's Hessians; None = all
+    cg_iters: int = 200  # CG iterations of each solve
+    removals: int = 60  # pretraining examples validated by retraining
+    seed: int = 0
+
+    def replace(self, **changes: Any) -> TransferConfig:
+        return dataclasses.replace(self, **changes)
+
+    def training_fields(self) -> dict[str, Any]:
+        """The fields that shape the trained weights (not those of scoring or validation)."""
+        return {f: getattr(self, f) for f in TRAINING_FIELDS}
+
+    def training_key(self) -> str:
+        """A hash of :meth:`training_fields`: the name of the cached weights."""
+        return hashlib.sha256(json.dumps(self.training_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TransferData:
+    """The examples of both tasks; labels relabelled to 0..k-1 within each task."""
+
+    pretrain: Pair
+    finetune: Pair
+    test: Pair  # finetuning test points x_t
+    pretrain_test: Pair  # the pretraining task's test images, for its accuracy
+
+
+def load_transfer_data(config: TransferConfig) -> TransferData:
+    """The pretraining and finetuning tasks of ``config`` from the real dataset (``influence.data``)."""
+    load = {"mnist": datasets.load_mnist, "cifar10": datasets.load_cifar10}.get(config.dataset)
+    if load is None:
+        raise ValueError(f"dataset: expected 'mnist' or 'cifar10', got {config.dataset!r}")
+    x, y = load(train=True, raw=True)
+    xt, yt = load(train=False, raw=True)
+
+    def split(images: Tensor, labels: Tensor, classes: tuple[int, ...], n: int | None) -> Pair:
+        xs, ys = datasets.task_split(images, labels, classes, n=n, seed=config.seed)
+        return datasets.to_unit(xs), ys  # convert after selecting: all of CIFAR-10 as float is 600 MB
+
+    return TransferData(
+        pretrain=split(x, y, config.pretrain_classes, config.pretrain_size),
+        finetune=split(x, y, config.finetune_classes, config.finetune_size),
+        test=split(xt, yt, config.finetune_classes, config.test_size),
+        pretrain_test=split(xt, yt, config.pretrain_classes, config.test_size),
+    )
+
+
+@dataclass
+class TrainedTransfer:
+    """Both stages trained: the network (embedding = W*), W_bar, and Adam's states to resume from."""
+
+    net: MultiStageNet
+    pretrained_embedding: nn.Module  # W_bar; the same module as net.embedding in Case 1
+    pretrain_adam: dict
+    finetune_adam: dict
+    history: dict[str, list[float]]
+
+    def multistage(self, config: TransferConfig) -> MultiStage:
+        """The :class:`MultiStage` view of these weights, with the config's case and alpha."""
+        n = self.net
+        if config.case == "updated":
+            return MultiStage(n.embedding, n.pretrain_head, n.finetune_head, case="updated", alpha=config.alpha,
+                              pretrained_embedding=self.pretrained_embedding)
+        return MultiStage(n.embedding, n.pretrain_head, n.finetune_head)
+
+
+def _pretrain(config: TransferConfig, embedding: nn.Module, head: nn.Module, data: Pair, *, steps: int, seed: int,
+              state: dict | None = None, weights: Tensor | None = None, desc: str = "pretraining") -> AdamRun:
+    objective = StageObjective([*embedding.parameters(), *head.parameters()], lambda x: head(embedding(x)), *data,
+                               weights=weights)
+    return fit_adam(objective, steps=steps, batch_size=config.batch_size, lr=config.lr, seed=seed, state=state, desc=desc)
+
+
+def _finetune(config: TransferConfig, embedding: nn.Module, head: nn.Module, pretrained: nn.Module, data: Pair, *,
+              steps: int, seed: int, state: dict | None = None, desc: str = "finetuning") -> AdamRun:
+    x, y = data
+    if config.case == "fixed":
+        with torch.no_grad():  # W is frozen: its outputs are computed once
+            features = torch.cat([embedding(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+        objective = StageObjective(list(head.parameters()), head, features, y)
+    else:
+        anchors = [w.detach().clone() for w in pretrained.parameters()]
+        objective = StageObjective([*embedding.parameters(), *head.parameters()], lambda x: head(embedding(x)), x, y,
+                                   proximity=(list(embedding.parameters()), anchors, config.alpha))
+    return fit_adam(objective, steps=steps, batch_size=config.batch_size, lr=config.lr, seed=seed, state=state, desc=desc)
+
+
+def cache_dir() -> Path:
+    """Where trained weights are kept: ``$INFLUENCE_CACHE``, else ``~/.cache/influence``."""
+    return Path(os.environ.get("INFLUENCE_CACHE", Path.home() / ".cache" / "influence"))
+
+
+def train_transfer(config: TransferConfig, data: TransferData, *, cache: bool = True) -> TrainedTransfer:
+    """Pretrain on ``data.pretrain``, then finetune on ``data.finetune`` (Case 1: the head; Case 2: all, near W_bar).
+
+    With ``cache``, the weights are stored under :func:`cache_dir` in a file named by
+    :meth:`TransferConfig.training_key`, holding the config that made them; a file whose
+    config differs, or that cannot be read, is retrained and overwritten.
+    """
+    path = cache_dir() / f"{config.dataset}-{config.case}-{config.training_key()}.pt"
+    net = table_a(config.dataset, len(config.pretrain_classes), len(config.finetune_classes))
+    pretrained = copy.deepcopy(net.embedding)
+    if cache and path.exists():
+        try:
+            saved = torch.load(path, weights_only=False)
+            if saved["config"] != config.training_fields():
+                raise ValueError("stale: made by another config")
+            for module, name in ((net.embedding, "embedding"), (net.pretrain_head, "pretrain_head"),
+                                 (net.finetune_head, "finetune_head"), (pretrained, "pretrained_embedding")):
+                module.load_state_dict(saved["weights"][name])
+            embedding = pretrained if config.case == "fixed" else net.embedding
+            return TrainedTransfer(MultiStageNet(embedding, net.pretrain_head, net.finetune_head), pretrained,
+                                   saved["pretrain_adam"], saved["finetune_adam"], saved["history"])
+        except (OSError, KeyError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            warnings.warn(f"retraining: the cached weights at {path} cannot be used ({error})", stacklevel=2)
+
+    torch.manual_seed(config.seed)
+    net = table_a(config.dataset, len(config.pretrain_classes), len(config.finetune_classes))
+    pre = _pretrain(config, net.embedding, net.pretrain_head, data.pretrain, steps=config.pretrain_steps, seed=config.seed)
+    pretrained = copy.deepcopy(net.embedding)  # W_bar
+    fine = _finetune(config, net.embedding, net.finetune_head, pretrained, data.finetune,
+                     steps=config.finetune_steps, seed=config.seed)
+    embedding = pretrained if config.case == "fixed" else net.embedding
+    trained = TrainedTransfer(MultiStageNet(embedding, net.pretrain_head, net.finetune_head), pretrained, pre.state,
+                              fine.state, {"pretrain": pre.history, "finetune": fine.history})
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        weights = {"embedding": net.embedding.state_dict(), "pretrain_head": net.pretrain_head.state_dict(),
+                   "finetune_head": net.finetune_head.state_dict(), "pretrained_embedding": pretrained.state_dict()}
+        torch.save({"config": config.training_fields(), "weights": weights, "pretrain_adam": pre.state,
+                    "finetune_adam": fine.state, "history": trained.history}, path)
+    return trained
+
+
+def mean_loss(embedding: nn.Module, head: nn.Module, data: Pair, batch: int = 1000) -> float:
+    """Mean cross-entropy of ``head(embedding(x))`` over ``data``."""
+    x, y = data
+    with torch.no_grad():
+        total = sum(nnf.cross_entropy(head(embedding(x[i : i + batch])), y[i : i + batch], reduction="sum").item()
+                    for i in range(0, len(y), batch))
+    return total / len(y)
+
+
+def accuracy(embedding: nn.Module, head: nn.Module, data: Pair, batch: int = 1000) -> float:
+    """Fraction of ``data`` that ``head(embedding(x))`` classifies correctly."""
+    x, y = data
+    with torch.no_grad():
+        right = sum((head(embedding(x[i : i + batch])).argmax(1) == y[i : i + batch]).sum().item()
+                    for i in range(0, len(y), batch))
+    return right / len(y)
+
+
+def _subset(data: Pair, n: int | None, seed: int) -> Pair:
+    x, y = data
+    if n is None or n >= len(y):
+        return data
+    index = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[index], y[index]
+
+
+def transfer_scores(config: TransferConfig, data: TransferData, trained: TrainedTransfer, *,
+                    identity: bool = False, test: Pair | None = None, per_test: bool = False) -> tuple[Tensor, Report]:
+    """Scores of every pretraining example on the summed test loss (eq. 8), or per test point,
+    with the report of the solves.
+
+    H_G is the Hessian over ``config.hessian_examples`` sampled pretraining examples, as in
+    Appendix B. ``identity=True`` replaces both inverse Hessians by I (Fig. 3).
+    """
+    solvers: dict[str, Solver] = (
+        dict(pretrain_solver=Identity(), finetune_solver=Identity()) if identity else
+        dict(pretrain_solver=CG(config.pretrain_damping, config.cg_iters),
+             finetune_solver=CG(config.finetune_damping, config.cg_iters))
+    )
+    ms = trained.multistage(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = ms.scores(
+            pretrain=_subset(data.pretrain, config.hessian_examples, config.seed),
+            finetune=_subset(data.finetune, config.finetune_hessian_examples, config.seed),
+            test=data.test if test is None else test,
+            candidates=data.pretrain,
+            per_test=per_test,
+            **solvers,
+        )
+    for w in caught:  # keep them visible, once each
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return scores, ms.report
+
+
+def pick_removals(scores: Tensor, k: int, seed: int = 0) -> Tensor:
+    """Which examples to validate: a third with the largest scores, a third with the smallest, a third at random.
+
+    Koh and Liang removed only the largest |scores|; the tails alone inflate a correlation,
+    so random examples from the bulk are mixed in.
+    """
+    k = min(k, len(scores))
+    order = scores.argsort(descending=True)
+    third = k // 3
+    chosen = list(dict.fromkeys(order[:third].tolist() + order[len(order) - third :].tolist()))
+    rest = torch.tensor(sorted(set(range(len(scores))) - set(chosen)))
+    extra = rest[torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed))[: k - len(chosen)]]
+    return torch.tensor(chosen + extra.tolist())
+
+
+@dataclass
+class Validation:
+    """Leave-one-out retraining of ``indices``: the measured changes in mean test loss."""
+
+    indices: list[int]
+    predicted: list[float]  # -score / (m * n_test): the first-order change in mean test loss
+    raw: list[float]  # loss after removal and continued training, minus the original model's loss
+    controlled: list[float]  # the same, minus the same continued training without the removal
+    original_loss: float
+    control_loss: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def retrained_loss(config: TransferConfig, data: TransferData, trained: TrainedTransfer, remove: int | None) -> float:
+    """Mean test loss after continuing both stages from the trained weights, without example ``remove``.
+
+    ``remove=None`` is the control: the same steps, batches and seed with nothing removed.
+    Pretraining resumes from (W_bar, U*) and Adam's state; finetuning then resumes from
+    Theta* (and, in Case 2, from the new W_bar), as Appendix B's "starting from the original
+    models' weights".
+    """
+    m = len(data.pretrain[1])
+    weights = None
+    if remove is not None:
+        weights = torch.full((m,), 1 / (m - 1))
+        weights[remove] = 0.0
+    embedding = copy.deepcopy(trained.pretrained_embedding)
+    head_u = copy.deepcopy(trained.net.pretrain_head)
+    head_t = copy.deepcopy(trained.net.finetune_head)
+    _pretrain(config, embedding, head_u, data.pretrain, steps=config.retrain_pretrain_steps, seed=config.seed + 1,
+              state=trained.pretrain_adam, weights=weights, desc="retraining: pretraining")
+    pretrained = copy.deepcopy(embedding)
+    _finetune(config, embedding, head_t, pretrained, data.finetune, steps=config.retrain_finetune_steps,
+              seed=config.seed + 1, state=trained.finetune_adam, desc="retraining: finetuning")
+    return mean_loss(embedding, head_t, data.test)
+
+
+def validate(config: TransferConfig, data: TransferData, trained: TrainedTransfer, scores: Tensor,
+             indices: Tensor) -> Validation:
+    """Retrain without each of ``indices`` and compare with ``-scores / (m * n_test)``."""
+    m, n_test = len(data.pretrain[1]), len(data.test[1])
+    original = mean_loss(trained.net.embedding, trained.net.finetune_head, data.test)
+    control = retrained_loss(config, data, trained, None)
+    raw, controlled = [], []
+    for i in progress(indices.tolist(), desc="leave-one-out"):
+        loss = retrained_loss(config, data, trained, i)
+        raw.append(loss - original)
+        controlled.append(loss - control)
+    predicted = (-scores[indices] / (m * n_test)).tolist()
+    return Validation(indices.tolist(), predicted, raw, controlled, original, control)
+
+
+def _rounded(values: Tensor) -> list[float]:
+    return [float(f"{v:.6g}") for v in values.tolist()]
+
+
+def misclassified(trained: TrainedTransfer, test: Pair, k: int, seed: int = 0) -> Tensor:
+    """``k`` finetuning test points the finetuned model gets wrong, drawn at random (Fig. 4)."""
+    x, y = test
+    with torch.no_grad():
+        wrong = torch.cat([
+            (trained.net.finetune_head(trained.net.embedding(x[i : i + 1000])).argmax(1) != y[i : i + 1000]).nonzero().flatten() + i
+            for i in range(0, len(y), 1000)
+        ])
+    return wrong[torch.randperm(len(wrong), generator=torch.Generator().manual_seed(seed))[:k]]
+
+
+def run_validation(config: TransferConfig, *, identity: bool = False, pairs: int = 3) -> dict[str, Any]:
+    """One experiment of section 4.1, end to end, as a JSON-ready dict.
+
+    Trains (or loads) both stages, scores every pretraining example on the summed test loss,
+    validates ``config.removals`` of them by retraining (:func:`validate`), and with
+    ``identity`` scores the same removals with every inverse Hessian replaced by I (Fig. 3).
+    ``pairs`` misclassified test points get their most harmful pretraining example (Fig. 4).
+    """
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    data = load_transfer_data(config)
+    trained = train_transfer(config, data)
+    seconds["training (or cache)"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    scores, report = transfer_scores(config, data, trained)
+    seconds["scores"] = time.perf_counter() - start
+
+    indices = pick_removals(scores, config.removals, seed=config.seed)
+    start = time.perf_counter()
+    validation = validate(config, data, trained, scores, indices)
+    seconds["validation"] = time.perf_counter() - start
+    m, n_test = len(data.pretrain[1]), len(data.test[1])
+    result: dict[str, Any] = {
+        "m": m,
+        "n_test": n_test,
+        "pretrain_accuracy": accuracy(trained.pretrained_embedding, trained.net.pretrain_head, data.pretrain_test),
+        "finetune_accuracy": accuracy(trained.net.embedding, trained.net.finetune_head, data.test),
+        "scores": _rounded(scores),
+        "solves": dataclasses.asdict(report),
+        "validation": validation.as_dict(),
+        "agreement": {
+            "raw": dataclasses.asdict(agreement(validation.predicted, validation.raw)),
+            "controlled": dataclasses.asdict(agreement(validation.predicted, validation.controlled)),
+        },
+    }
+    if identity:
+        start = time.perf_counter()
+        ablation, _ = transfer_scores(config, data, trained, identity=True)
+        predicted = (-ablation[indices] / (m * n_test)).tolist()
+        result["identity"] = {
+            "scores": _rounded(ablation),
+            "predicted": predicted,
+            "agreement": {
+                "raw": dataclasses.asdict(agreement(predicted, validation.raw)),
+                "controlled": dataclasses.asdict(agreement(predicted, validation.controlled)),
+            },
+        }
+        seconds["identity scores"] = time.perf_counter() - start
+    wrong = misclassified(trained, data.test, pairs, seed=config.seed) if pairs else torch.empty(0, dtype=torch.long)
+    if len(wrong):
+        start = time.perf_counter()
+        x, y = data.test
+        per_test, _ = transfer_scores(config, data, trained, test=(x[wrong], y[wrong]), per_test=True)
+        with torch.no_grad():
+            predicted_labels = trained.net.finetune_head(trained.net.embedding(x[wrong])).argmax(1)
+        result["pairs"] = [
+            {"test_index": int(t), "test_label": int(y[t]), "predicted_label": int(p),
+             "pretrain_index": int(per_test[:, j].argmax()), "pretrain_label": int(data.pretrain[1][per_test[:, j].argmax()]),
+             "score": float(per_test[:, j].max())}
+            for j, (t, p) in enumerate(zip(wrong.tolist(), predicted_labels.tolist()))
+        ]
+        seconds["per-test scores"] = time.perf_counter() - start
+    result["seconds"] = seconds
+    return result

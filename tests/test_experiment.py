@@ -1,0 +1,103 @@
+"""The section-4 pipeline: cached training keyed by config, removal choice, controlled retraining."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from influence import experiment
+from influence.appendix_b import CPU, PAPER, QUICK
+from influence.experiment import TransferConfig
+
+TINY = TransferConfig(
+    dataset="mnist", pretrain_classes=(0, 1), finetune_classes=(2, 3), pretrain_size=120, finetune_size=80,
+    test_size=60, batch_size=32, pretrain_steps=8, finetune_steps=8, retrain_pretrain_steps=3,
+    retrain_finetune_steps=3, hessian_examples=40, cg_iters=3, removals=4,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return experiment.load_transfer_data(TINY)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFLUENCE_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def _weights(trained):
+    return [p.detach().clone() for m in (trained.net.embedding, trained.net.pretrain_head, trained.net.finetune_head) for p in m.parameters()]
+
+
+def test_task_split_shapes(tiny_data):
+    assert tiny_data.pretrain[0].shape == (120, 1, 28, 28)
+    assert set(tiny_data.pretrain[1].tolist()) == {0, 1}
+    assert set(tiny_data.finetune[1].tolist()) == {0, 1}  # relabelled 2, 3 -> 0, 1
+    assert len(tiny_data.test[1]) == 60
+
+
+def test_cache_is_reused_and_keyed_by_config(tiny_data, cache, monkeypatch):
+    first = experiment.train_transfer(TINY, tiny_data)
+    assert len(list(cache.glob("*.pt"))) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained although the cache holds these weights")
+
+    monkeypatch.setattr(experiment, "fit_adam", no_training)
+    again = experiment.train_transfer(TINY.replace(removals=9, cg_iters=7), tiny_data)  # scoring fields: same key
+    assert all(torch.equal(a, b) for a, b in zip(_weights(first), _weights(again)))
+    assert TINY.replace(pretrain_steps=9).training_key() != TINY.training_key()
+
+
+def test_stale_or_broken_cache_is_retrained(tiny_data, cache):
+    experiment.train_transfer(TINY, tiny_data)
+    (path,) = cache.glob("*.pt")
+    saved = torch.load(path, weights_only=False)
+    saved["config"]["pretrain_steps"] = 999  # as if an older config had written this file
+    torch.save(saved, path)
+    with pytest.warns(UserWarning, match="stale"):
+        experiment.train_transfer(TINY, tiny_data)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="cannot be used"):
+        experiment.train_transfer(TINY, tiny_data)
+    assert torch.load(path, weights_only=False)["config"] == TINY.training_fields()
+
+
+def test_pick_removals_mixes_both_tails_and_the_bulk():
+    scores = torch.arange(100.0)
+    picked = experiment.pick_removals(scores, 9, seed=0)
+    assert len(set(picked.tolist())) == 9
+    assert {99, 98, 97} <= set(picked.tolist()) and {0, 1, 2} <= set(picked.tolist())
+    assert any(3 <= i <= 96 for i in picked.tolist())
+
+
+def test_control_retraining_is_deterministic(tiny_data, cache):
+    trained = experiment.train_transfer(TINY, tiny_data)
+    a = experiment.retrained_loss(TINY, tiny_data, trained, None)
+    b = experiment.retrained_loss(TINY, tiny_data, trained, None)
+    assert a == b  # same batches, same seed: the controlled difference isolates the removal
+
+
+@pytest.mark.parametrize("case", ["fixed", "updated"])
+def test_run_validation_end_to_end(tiny_data, cache, case):
+    result = experiment.run_validation(TINY.replace(case=case), identity=True, pairs=1)
+    v = result["validation"]
+    assert len(v["indices"]) == len(v["raw"]) == len(v["controlled"]) == len(v["predicted"]) == TINY.removals
+    assert len(result["scores"]) == result["m"] == 120
+    assert all(math.isfinite(x) for x in v["raw"] + v["controlled"] + v["predicted"])
+    assert -1 <= result["agreement"]["controlled"]["pearson_r"] <= 1
+    assert len(result["identity"]["predicted"]) == TINY.removals
+    assert result["pairs"][0]["test_label"] != result["pairs"][0]["predicted_label"]
+
+
+def test_scales_keep_paper_hyperparameters():
+    for name, paper in PAPER.items():
+        for scaled in (CPU[name], QUICK[name]):
+            assert (scaled.pretrain_damping, scaled.finetune_damping, scaled.alpha, scaled.case) == (
+                paper.pretrain_damping, paper.finetune_damping, paper.alpha, paper.case)
+    assert PAPER["mnist-fixed"].batch_size == 512 and PAPER["cifar10-fixed"].batch_size == 128
+    assert (PAPER["cifar10-fixed"].retrain_pretrain_steps, PAPER["cifar10-fixed"].retrain_finetune_steps) == (6000, 3000)
+    assert PAPER["cifar10-updated"].retrain_finetune_steps == 1000
