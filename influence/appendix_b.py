@@ -12,7 +12,13 @@ validated), the choice is ours and is named here.
 """
 from __future__ import annotations
 
-from .experiment import TransferConfig
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .experiment import TransferConfig, run_validation
+from .provenance import provenance, read_results, write_results
 
 MNIST_FIXED = TransferConfig(
     dataset="mnist", pretrain_classes=(0, 1, 2, 3), finetune_classes=(4, 5, 6, 7, 8, 9), case="fixed",
@@ -61,3 +67,30 @@ SCALES = {"paper": PAPER, "cpu": CPU, "quick": QUICK}
 
 # The paper's Pearson r (Figs. 2 and 3)
 PAPER_R = {"mnist-fixed": 0.47, "cifar10-fixed": 0.62, "cifar10-updated": 0.40, "mnist-identity": 0.17}
+
+# Section 4.1: the three experiments of Fig. 2; MNIST also runs the identity ablation of Fig. 3.
+SECTION_41 = {"mnist-fixed": dict(identity=True), "cifar10-fixed": {}, "cifar10-updated": {}}
+
+
+def reproduce_section41(path: str | Path, scale: str = "cpu", only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run section 4.1 at ``scale`` and write the results, with provenance, to ``path``.
+
+    Each experiment is written as soon as it finishes, into the ``experiments`` of the file,
+    so an interrupted run keeps what it finished and a later run can add the rest (``only``).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale: expected one of {sorted(SCALES)}, got {scale!r}")
+    names = list(SECTION_41) if only is None else list(only)
+    unknown = [n for n in names if n not in SECTION_41]
+    if unknown:
+        raise ValueError(f"only: unknown experiments {unknown}; expected some of {list(SECTION_41)}")
+    path = Path(path)
+    done = read_results(path)["results"] if path.exists() else {"experiments": {}}
+    for name in names:
+        config = SCALES[scale][name]
+        start = time.perf_counter()
+        result = run_validation(config, **SECTION_41[name])
+        done["experiments"][name] = {"scale": scale, "config": config.as_dict(), "minutes": (time.perf_counter() - start) / 60,
+                                     "provenance": provenance(), **result}
+        write_results(path, {"scale": scale, "experiments": {n: e["config"] for n, e in done["experiments"].items()}}, done)
+    return done
