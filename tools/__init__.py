@@ -1,0 +1,1 @@
+"""Build tooling for the book: executing chapters and building the HTML. Not part of the library."""
