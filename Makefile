@@ -1,0 +1,40 @@
+# `make book` and `make test` are all a reader needs; each creates .venv the first time.
+#   make book          execute every chapter at quick scale, build the HTML into _build/html
+#   make book FULL=1   the same at full scale
+#   make test          pytest: the library, every chapter at quick scale, the book in headless Chromium
+#   make bench         the benchmarks of bench/ (ratios, not seconds)
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+# Offline data: ../shared/data when it is there and INFLUENCE_DATA is not set (influence/data.py).
+ifeq ($(origin INFLUENCE_DATA), undefined)
+  ifneq ($(wildcard ../shared/data),)
+    export INFLUENCE_DATA := $(abspath ../shared/data)
+  endif
+endif
+
+.PHONY: venv book test bench clean
+
+venv: $(INSTALLED)
+
+# pip takes torch and torchvision from this machine's local wheels (the ranges in pyproject.toml admit them).
+$(INSTALLED): pyproject.toml
+	@echo "Installing into $(VENV) (torch is large: a few minutes the first time)"
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --progress-bar off -e '.[dev]'
+	@touch $@
+
+book: $(INSTALLED)
+	INFLUENCE_PROGRESS=0 $(PYTHON) -m tools.chapters $(if $(filter 1 true yes,$(FULL)),--full)
+	$(PYTHON) -m tools.build_book
+
+test: $(INSTALLED)
+	$(PYTHON) -m pytest
+
+bench: $(INSTALLED)
+	$(PYTHON) bench/run.py
+
+clean:
+	rm -rf _build
