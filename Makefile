@@ -20,10 +20,12 @@ endif
 venv: $(INSTALLED)
 
 # pip takes torch and torchvision from this machine's local wheels (the ranges in pyproject.toml admit them).
+# The grep drops pip's one-line notice per package about local index folders this machine lacks.
 $(INSTALLED): pyproject.toml
 	@echo "Installing into $(VENV) (torch is large: a few minutes the first time)"
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --progress-bar off -e '.[dev]'
+	set -o pipefail; $(PYTHON) -m pip install --quiet --disable-pip-version-check --progress-bar off -e '.[dev]' 2>&1 \
+	  | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	@touch $@
 
 book: $(INSTALLED)

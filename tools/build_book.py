@@ -3,7 +3,8 @@
 Jupyter Book does not execute anything here (``execute_notebooks: off``). This script lays
 out a source tree under ``_build/src`` (the config, the toc, book/ with each notebook
 replaced by its executed copy from ``_build/executed``, and MathJax), then runs
-``jupyter-book build -W -n --keep-going`` on it, so that any warning fails the build.
+``jupyter-book build -W -n --keep-going -q`` on it: any warning fails the build, and only
+warnings and errors are printed.
 The result is ``_build/html/index.html``.
 
     python -m tools.build_book    # after python -m tools.chapters; or simply: make book
@@ -87,7 +88,7 @@ def assemble(src: Path = SRC) -> Path:
 def build(src: Path = SRC) -> Path:
     """Run Jupyter Book on ``src`` with warnings as errors; return the HTML folder."""
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    command = [str(jupyter_book), "build", str(src), "--path-output", str(ROOT), "-W", "-n", "--keep-going"]
+    command = [str(jupyter_book), "build", str(src), "--path-output", str(ROOT), "-W", "-n", "--keep-going", "-q"]
     result = subprocess.run(command, cwd=ROOT)
     if result.returncode != 0:
         raise BuildError(f"jupyter-book build failed (exit {result.returncode}); its warnings are printed above")
