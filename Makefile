@@ -29,7 +29,7 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 book: $(INSTALLED)
-	INFLUENCE_PROGRESS=0 $(PYTHON) -m tools.chapters $(if $(filter 1 true yes,$(FULL)),--full)
+	$(PYTHON) -m tools.chapters $(if $(filter 1 true yes,$(FULL)),--full)
 	$(PYTHON) -m tools.build_book
 
 test: $(INSTALLED)

@@ -21,8 +21,7 @@ from devtools import Chromium, find_chromium
 from tools.chapters import ROOT, toc_files
 
 SCREENSHOT = ROOT / "_build" / "screenshot.png"
-
-pytestmark = pytest.mark.slow
+ROOT_PAGE = toc_files()[0].relative_to(ROOT).with_suffix(".html").as_posix()  # the first page a reader sees
 
 # After MathJax has run, no TeX may be left in the prose: no $$, no \( \) \[ \] delimiters and
 # no \command. Code cells and outputs are left out, since code may well contain all of these.
@@ -119,6 +118,7 @@ def browser() -> Iterator[Chromium]:
         yield chromium
 
 
+@pytest.mark.slow
 def test_no_page_loads_anything_from_another_host(built_book: Path):
     offenders = {}
     for page in pages(built_book):
@@ -127,16 +127,16 @@ def test_no_page_loads_anything_from_another_host(built_book: Path):
     assert not offenders, f"pages that load from other hosts: {offenders}"
 
 
+@pytest.mark.slow
 def test_pages_render_math_and_figures_offline(built_book: Path, site: str, browser: Chromium, stage_timer):
-    root_page = toc_files()[0].relative_to(ROOT).with_suffix(".html").as_posix()
-    assert root_page in (built_book / "index.html").read_text(), "index.html should redirect to the root page"
-    others = [p for p in pages(built_book) if p not in (root_page, "index.html")]  # index.html only redirects
+    assert ROOT_PAGE in (built_book / "index.html").read_text(), "index.html should redirect to the root page"
+    others = [p for p in pages(built_book) if p not in (ROOT_PAGE, "index.html")]  # index.html only redirects
     problems: list[str] = []
     with stage_timer("browser test"):
-        for page in [root_page, *others]:
+        for page in [ROOT_PAGE, *others]:
             browser.goto(site + page)
             state = browser.evaluate(PAGE_STATE)
-            if page == root_page:
+            if page == ROOT_PAGE:
                 browser.screenshot(SCREENSHOT)
             if state["math"] and not state["mathjax"]:
                 problems.append(f"{page}: MathJax did not load")
@@ -157,9 +157,9 @@ def test_pages_render_math_and_figures_offline(built_book: Path, site: str, brow
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_root_page_has_equations_and_a_figure(built_book: Path, site: str, browser: Chromium):
-    root_page = toc_files()[0].relative_to(ROOT).with_suffix(".html").as_posix()
-    browser.goto(site + root_page)
+    browser.goto(site + ROOT_PAGE)
     state = browser.evaluate(PAGE_STATE)
     assert state["math"] >= 3 and state["typeset"] == state["math"]
     assert any(img["width"] > 0 and "_images/" in img["src"] for img in state["images"])
