@@ -79,3 +79,43 @@ def predicted_vs_actual(
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.legend(loc="lower right", fontsize=8)
     return ax, fit
+
+
+def proximity_sweep(
+    alphas: Sequence[float] | np.ndarray,
+    distances: Sequence[float] | np.ndarray,
+    *,
+    title: str,
+    unconstrained: float | None = None,
+    gradient_at_w_bar: float | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Case 2 (eq. 12): how far finetuning moves the embedding, ``||W* - W_bar||``, against alpha.
+
+    Log axes, one marker per alpha. ``unconstrained`` is the distance with alpha = 0 (eq. 3:
+    finetuning from W_bar without the proximity term), drawn as a horizontal line.
+    ``gradient_at_w_bar`` is ``||dF/dW||`` at Case 1's optimum (W_bar, Theta*); the line
+    ``||dF/dW|| / (2 alpha)`` it draws is where the distance goes for large alpha, since the
+    stationarity of eq. 12 reads ``2 alpha (W* - W_bar) = -dF/dW(W*, Theta*)``.
+    """
+    a, dist = np.asarray(alphas, dtype=float), np.asarray(distances, dtype=float)
+    if a.ndim != 1 or a.shape != dist.shape or len(a) < 2:
+        raise ValueError(f"alphas and distances must be 1-D, of equal length >= 2, got {a.shape} and {dist.shape}")
+    if not ((a > 0).all() and (dist > 0).all()):
+        raise ValueError("alphas and distances must be positive (log axes)")
+    ax = ax or plt.subplots(figsize=(5.2, 4.4))[1]
+    colors = sns.color_palette(PALETTE)
+    ax.loglog(a, dist, marker="o", lw=1.5, color=colors[0], label=r"$\|W^* - \bar W\|$, eq. 12")
+    top = dist.max()
+    if unconstrained is not None:
+        ax.axhline(unconstrained, ls="--", lw=1, color="grey", label=r"$\alpha = 0$ (eq. 3)")
+        top = max(top, unconstrained)
+    if gradient_at_w_bar is not None:
+        ax.loglog(a, gradient_at_w_bar / (2 * a), ls=":", lw=1.5, color=colors[1],
+                  label=r"$\|\partial F/\partial W\|\,/\,2\alpha$ at Case 1's $(\bar W, \Theta^*)$")
+    ax.set_ylim(dist.min() / 2, top * 2)
+    ax.set(title=title, xlabel=r"proximity coefficient $\alpha$ (eq. 12)",
+           ylabel=r"$\|W^* - \bar W\|$ (Euclidean norm)")
+    ax.text(0.97, 0.03, f"n = {len(a)} values of alpha", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8)
+    return ax
