@@ -119,3 +119,35 @@ def proximity_sweep(
     ax.text(0.97, 0.03, f"n = {len(a)} values of alpha", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
     ax.legend(loc="lower left", fontsize=8)
     return ax
+
+
+def convergence(
+    steps: Sequence[float] | np.ndarray,
+    errors: dict[str, Sequence[float] | np.ndarray],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    ax: Axes | None = None,
+) -> tuple[Axes, dict[str, float]]:
+    """Log-log plot of errors against a step size, one line a series, with the fitted slope of each.
+
+    The slope of ``log error`` against ``log step`` is the order of convergence: about 1 for a
+    forward difference or a first-order remainder, about 2 for a central difference or a
+    second-order remainder. Each series' slope is written in its legend entry and returned.
+    """
+    ax = ax or plt.subplots(figsize=(5.2, 4.4))[1]
+    h = np.asarray(steps, dtype=float)
+    if h.ndim != 1 or len(h) < 2 or not (h > 0).all():
+        raise ValueError(f"steps must be at least 2 positive numbers, got {h}")
+    slopes = {}
+    for name, values in errors.items():
+        e = np.asarray(values, dtype=float)
+        if e.shape != h.shape or not (e > 0).all():
+            raise ValueError(f"errors[{name!r}] must be {len(h)} positive numbers, got {e}")
+        slopes[name] = float(np.polyfit(np.log(h), np.log(e), 1)[0])
+        ax.loglog(h, e, marker="o", lw=1.5, label=f"{name}: slope {slopes[name]:.2f}")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.text(0.97, 0.03, f"n = {len(h)} step sizes", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    return ax, slopes
