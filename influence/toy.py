@@ -2,7 +2,7 @@
 
 The theory chapters and the tests check every equation on these: a tanh embedding W shared
 by a 3-class pretraining task (head U) and a 2-class finetuning task (head Theta), small
-enough for dense Hessians, trained by L-BFGS until the gradient norm is below 1e-8, so that
+enough for dense Hessians, trained by L-BFGS and a few Newton steps to gradient norms below 1e-8, so that
 the optimality conditions the paper differentiates really hold.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .train import StageObjective, fit_lbfgs
+from .train import StageObjective, fit_lbfgs, newton_polish
 
 
 @dataclass
@@ -41,9 +41,12 @@ class Trained:
     pretrained_embedding: nn.Module  # W_bar
 
 
-def _check_stationary(norm: float) -> None:
+def _fit(objective: StageObjective) -> None:
+    """L-BFGS to about 1e-9, then Newton steps to rounding level; a stationary point or an error."""
+    fit_lbfgs(objective, tol=1e-9)
+    norm = newton_polish(objective)
     if norm >= 1e-8:
-        raise RuntimeError(f"L-BFGS stopped at gradient norm {norm:.2e}, not at a stationary point")
+        raise RuntimeError(f"training stopped at gradient norm {norm:.2e}, not at a stationary point")
 
 
 def make_problem(m: int = 60, n: int = 40, n_test: int = 6, d: int = 3, seed: int = 0, **kw: float) -> Problem:
@@ -70,16 +73,14 @@ def make_modules(d: int = 3, h: int = 4, seed: int = 0) -> tuple[nn.Module, nn.M
 def pretrain(p: Problem, emb: nn.Module, head: nn.Module, weights: Tensor | None = None) -> None:
     """Minimize G (eq. 1), optionally with example weights (eq. 4), in place."""
     params = [*emb.parameters(), *head.parameters()]
-    norm = fit_lbfgs(StageObjective(params, lambda x: head(emb(x)), p.zx, p.zy, l2=p.pretrain_l2, weights=weights), tol=1e-11)
-    _check_stationary(norm)
+    _fit(StageObjective(params, lambda x: head(emb(x)), p.zx, p.zy, l2=p.pretrain_l2, weights=weights))
 
 
 def finetune_fixed(p: Problem, emb: nn.Module, head: nn.Module) -> None:
     """Minimize F over Theta with W fixed (eq. 2), in place."""
     with torch.no_grad():
         feats = emb(p.xx)
-    norm = fit_lbfgs(StageObjective(list(head.parameters()), head, feats, p.xy, l2=p.finetune_l2), tol=1e-11)
-    _check_stationary(norm)
+    _fit(StageObjective(list(head.parameters()), head, feats, p.xy, l2=p.finetune_l2))
 
 
 def finetune_updated(p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module) -> None:
@@ -89,8 +90,7 @@ def finetune_updated(p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Mo
     objective = StageObjective(
         params, lambda x: head(emb(x)), p.xx, p.xy, l2=p.finetune_l2, proximity=(list(emb.parameters()), anchors, p.alpha)
     )
-    norm = fit_lbfgs(objective, tol=1e-11)
-    _check_stationary(norm)
+    _fit(objective)
 
 
 def train(p: Problem, case: str, weights: Tensor | None = None, start: Trained | None = None) -> Trained:
