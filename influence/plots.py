@@ -32,7 +32,7 @@ class Agreement:
     n: int
 
     def __str__(self) -> str:
-        return f"Pearson r = {self.pearson_r:.2f}, Spearman rho = {self.spearman_rho:.2f}, n = {self.n}"
+        return f"Pearson r = {self.pearson_r:.3f}, Spearman rho = {self.spearman_rho:.3f}, n = {self.n}"
 
 
 def agreement(predicted: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> Agreement:
@@ -42,6 +42,8 @@ def agreement(predicted: Sequence[float] | np.ndarray, actual: Sequence[float] |
         raise ValueError(f"predicted and actual must be 1-D and of equal length, got {p.shape} and {a.shape}")
     if len(p) < 3:
         raise ValueError(f"need at least 3 pairs for a correlation, got {len(p)}")
+    if np.ptp(p) == 0 or np.ptp(a) == 0:  # a constant side has no correlation: say so, not warn
+        return Agreement(float("nan"), float("nan"), len(p))
     return Agreement(float(stats.pearsonr(p, a)[0]), float(stats.spearmanr(p, a)[0]), len(p))
 
 
@@ -65,20 +67,106 @@ def predicted_vs_actual(
     p, a = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
     fit = agreement(p, a)
     ax.scatter(a, p, s=22, alpha=0.75, edgecolor="white", linewidth=0.4)
-    slope, intercept = np.polyfit(a, p, 1)
-    xs = np.linspace(a.min(), a.max(), 2)
-    ax.plot(xs, slope * xs + intercept, color=sns.color_palette(PALETTE)[1], lw=1.5, label="least squares")
+    if np.ptp(a) > 0:
+        slope, intercept = np.polyfit(a, p, 1)
+        xs = np.linspace(a.min(), a.max(), 2)
+        ax.plot(xs, slope * xs + intercept, color=sns.color_palette(PALETTE)[1], lw=1.5, label="least squares")
     if diagonal:
         lo, hi = min(a.min(), p.min()), max(a.max(), p.max())
         ax.plot([lo, hi], [lo, hi], ls=":", color="grey", lw=1, label="y = x")
-    text = f"ours: r = {fit.pearson_r:.2f}, rho = {fit.spearman_rho:.2f}, n = {fit.n}"
+    stats_line = f"ours: r = {fit.pearson_r:.3f}, rho = {fit.spearman_rho:.3f}, n = {fit.n}"
     if paper_r is not None:
-        text += f"\npaper: r = {paper_r:.2f}"
-    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=9,
-            bbox=dict(boxstyle="round", facecolor="white", alpha=0.85, edgecolor="0.8"))
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.legend(loc="lower right", fontsize=8)
+        stats_line += f"; paper: r = {paper_r:.2f}"
+    # the numbers go under the title, where no point can hide behind them
+    ax.set_title(f"{title}\n{stats_line}", fontsize=10)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
     return ax, fit
+
+
+def convergence(
+    steps: Sequence[float] | np.ndarray,
+    errors: dict[str, Sequence[float] | np.ndarray],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    ax: Axes | None = None,
+) -> tuple[Axes, dict[str, float]]:
+    """Log-log plot of errors against a step size, one line a series, with the fitted slope of each.
+
+    The slope of ``log error`` against ``log step`` is the order of convergence: about 1 for a
+    forward difference or a first-order remainder, about 2 for a central difference or a
+    second-order remainder. Each series' slope is written in its legend entry and returned.
+    """
+    ax = ax or plt.subplots(figsize=(5.2, 4.4))[1]
+    h = np.asarray(steps, dtype=float)
+    if h.ndim != 1 or len(h) < 2 or not (h > 0).all():
+        raise ValueError(f"steps must be at least 2 positive numbers, got {h}")
+    slopes = {}
+    for name, values in errors.items():
+        e = np.asarray(values, dtype=float)
+        if e.shape != h.shape or not (e > 0).all():
+            raise ValueError(f"errors[{name!r}] must be {len(h)} positive numbers, got {e}")
+        slopes[name] = float(np.polyfit(np.log(h), np.log(e), 1)[0])
+        ax.loglog(h, e, marker="o", lw=1.5, label=f"{name}: slope {slopes[name]:.2f}")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.text(0.97, 0.03, f"n = {len(h)} step sizes", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    return ax, slopes
+
+
+def influential_pairs(
+    pairs: Sequence[tuple[np.ndarray, str, np.ndarray, str]],
+    *,
+    title: str,
+) -> plt.Figure:
+    """Fig. 4: each misclassified test image beside the pretraining image that most raised its loss.
+
+    ``pairs`` holds ``(test_image, test_caption, pretrain_image, pretrain_caption)``, images as
+    ``[H, W]`` or ``[H, W, 3]`` arrays in [0, 1].
+    """
+    if not pairs:
+        raise ValueError("pairs: nothing to draw")
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(4.6, 2.4 * len(pairs)), squeeze=False)
+    for row, (test_image, test_caption, pre_image, pre_caption) in zip(axes, pairs):
+        for ax, image, caption, head in ((row[0], test_image, test_caption, "finetuning test image"),
+                                         (row[1], pre_image, pre_caption, "most harmful pretraining image")):
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(head, fontsize=8)
+            ax.set_xlabel(caption, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def validation_figure(
+    predicted: Sequence[float],
+    measured: dict[str, Sequence[float]],
+    *,
+    title: str,
+    paper_r: float | None = None,
+    diagonal: Sequence[str] = ("controlled",),
+) -> tuple[plt.Figure, dict[str, Agreement]]:
+    """Section 4.1's check, one panel per measure of the true effect (e.g. raw and controlled).
+
+    Each panel plots the predicted change in mean test loss (``-score / (m n_test)``)
+    against one measured change, with the paper's r beside ours. y = x is drawn on the
+    panels named in ``diagonal``: only a measure that isolates the removal can sit on it.
+    """
+    fig, axes = plt.subplots(1, len(measured), figsize=(5.0 * len(measured), 4.4), squeeze=False)
+    fits = {}
+    for ax, (name, values) in zip(axes[0], measured.items()):
+        _, fits[name] = predicted_vs_actual(predicted, values, title=name, paper_r=paper_r, ax=ax,
+                                            diagonal=name in diagonal,
+                                            xlabel=f"{name} change in mean test loss (nats)",
+                                            ylabel="predicted change in mean test loss (nats)")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig, fits
 
 
 def proximity_sweep(
@@ -119,35 +207,3 @@ def proximity_sweep(
     ax.text(0.97, 0.03, f"n = {len(a)} values of alpha", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
     ax.legend(loc="lower left", fontsize=8)
     return ax
-
-
-def convergence(
-    steps: Sequence[float] | np.ndarray,
-    errors: dict[str, Sequence[float] | np.ndarray],
-    *,
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    ax: Axes | None = None,
-) -> tuple[Axes, dict[str, float]]:
-    """Log-log plot of errors against a step size, one line a series, with the fitted slope of each.
-
-    The slope of ``log error`` against ``log step`` is the order of convergence: about 1 for a
-    forward difference or a first-order remainder, about 2 for a central difference or a
-    second-order remainder. Each series' slope is written in its legend entry and returned.
-    """
-    ax = ax or plt.subplots(figsize=(5.2, 4.4))[1]
-    h = np.asarray(steps, dtype=float)
-    if h.ndim != 1 or len(h) < 2 or not (h > 0).all():
-        raise ValueError(f"steps must be at least 2 positive numbers, got {h}")
-    slopes = {}
-    for name, values in errors.items():
-        e = np.asarray(values, dtype=float)
-        if e.shape != h.shape or not (e > 0).all():
-            raise ValueError(f"errors[{name!r}] must be {len(h)} positive numbers, got {e}")
-        slopes[name] = float(np.polyfit(np.log(h), np.log(e), 1)[0])
-        ax.loglog(h, e, marker="o", lw=1.5, label=f"{name}: slope {slopes[name]:.2f}")
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.text(0.97, 0.03, f"n = {len(h)} step sizes", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
-    ax.legend(loc="upper left", fontsize=8)
-    return ax, slopes
