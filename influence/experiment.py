@@ -36,7 +36,7 @@ from .multistage import MultiStage, Report
 from .plots import agreement
 from .progress import progress
 from .solvers import CG, Identity, Solver
-from .train import AdamRun, StageObjective, fit_adam
+from .train import AdamRun, StageObjective, batch_indices, fit_adam
 
 Pair = tuple[Tensor, Tensor]
 
@@ -70,6 +70,11 @@ class TransferConfig:
     cg_iters: int = 200  # CG iterations of each solve
     removals: int = 60  # pretraining examples validated by retraining
     seed: int = 0
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> TransferConfig:
+        """The inverse of :meth:`as_dict`, also for a dict read back from JSON (lists become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
     def replace(self, **changes: Any) -> TransferConfig:
         return dataclasses.replace(self, **changes)
@@ -279,6 +284,7 @@ class Validation:
 
     indices: list[int]
     predicted: list[float]  # -score / (m * n_test): the first-order change in mean test loss
+    draws: list[int]  # how often continued pretraining drew the example (0: the removal changed nothing)
     raw: list[float]  # loss after removal and continued training, minus the original model's loss
     controlled: list[float]  # the same, minus the same continued training without the removal
     original_loss: float
@@ -324,7 +330,20 @@ def validate(config: TransferConfig, data: TransferData, trained: TrainedTransfe
         raw.append(loss - original)
         controlled.append(loss - control)
     predicted = (-scores[indices] / (m * n_test)).tolist()
-    return Validation(indices.tolist(), predicted, raw, controlled, original, control)
+    draws = removal_draws(config, m, indices.tolist())
+    return Validation(indices.tolist(), predicted, draws, raw, controlled, original, control)
+
+
+def removal_draws(config: TransferConfig, m: int, indices: list[int]) -> list[int]:
+    """How often :func:`retrained_loss`'s continued pretraining draws each example.
+
+    An example it never draws changes nothing: its removal leaves the retrained model, and so
+    the controlled difference, exactly as the control's.
+    """
+    drawn = torch.cat(list(batch_indices(m, steps=config.retrain_pretrain_steps, batch_size=config.batch_size,
+                                         seed=config.seed + 1)))
+    counts = torch.bincount(drawn, minlength=m)
+    return [int(counts[i]) for i in indices]
 
 
 def _rounded(values: Tensor) -> list[float]:
@@ -378,6 +397,10 @@ def run_validation(config: TransferConfig, *, identity: bool = False, pairs: int
             "controlled": dataclasses.asdict(agreement(validation.predicted, validation.controlled)),
         },
     }
+    seen = [j for j, d in enumerate(validation.draws) if d > 0]
+    if len(seen) >= 3:  # removals that continued pretraining drew at least once: the others changed nothing
+        result["agreement"]["controlled, drawn only"] = dataclasses.asdict(
+            agreement([validation.predicted[j] for j in seen], [validation.controlled[j] for j in seen]))
     if identity:
         start = time.perf_counter()
         ablation, _ = transfer_scores(config, data, trained, identity=True)
