@@ -3,6 +3,8 @@
 #   make book FULL=1   the same at full scale
 #   make test          pytest: the library, every chapter at quick scale, the book in headless Chromium
 #   make bench         the benchmarks of bench/ (ratios, not seconds)
+#   make assignments   solution-free chapters for a class, in _build/assignments/
+#   make reproduce     a section's full-scale experiments (SECTION=sec41 SCALE=cpu|paper), into book/results/
 SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
@@ -15,7 +17,7 @@ ifeq ($(origin INFLUENCE_DATA), undefined)
   endif
 endif
 
-.PHONY: venv book test bench clean
+.PHONY: venv book test bench assignments reproduce clean
 
 venv: $(INSTALLED)
 
@@ -37,6 +39,16 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PYTHON) bench/run.py
+
+# Solution-free copies of the chapters, for classroom use: _build/assignments/
+assignments: $(INSTALLED)
+	$(PYTHON) tools/make_assignments.py
+
+# A section's full-scale run, written to book/results/: make reproduce SECTION=sec41 [SCALE=paper]
+SECTION ?= sec41
+SCALE ?= cpu
+reproduce: $(INSTALLED)
+	$(PYTHON) -m tools.reproduce $(SECTION) --scale $(SCALE)
 
 clean:
 	rm -rf _build
