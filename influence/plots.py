@@ -34,6 +34,19 @@ class Agreement:
     def __str__(self) -> str:
         return f"Pearson r = {self.pearson_r:.3f}, Spearman rho = {self.spearman_rho:.3f}, n = {self.n}"
 
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Fisher's z interval for Pearson's r: how far a small n lets r wander.
+
+        With 20 points, r = 0.35 is compatible with anything from about -0.1 to 0.7, which
+        is why the book reports n beside every r.
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level}")
+        if self.n < 4 or not np.isfinite(self.pearson_r):
+            return float("nan"), float("nan")
+        z, half = np.arctanh(np.clip(self.pearson_r, -1 + 1e-15, 1 - 1e-15)), stats.norm.ppf(0.5 + level / 2) / np.sqrt(self.n - 3)
+        return float(np.tanh(z - half)), float(np.tanh(z + half))
+
 
 def agreement(predicted: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> Agreement:
     """Pearson's r and Spearman's rho between two equally long sequences."""
