@@ -70,6 +70,12 @@ class TransferConfig:
     cg_iters: int = 200  # CG iterations of each solve
     removals: int = 60  # pretraining examples validated by retraining
     seed: int = 0
+    retrain_seed: int | None = None  # validation: the continued training's batch order; None = seed + 1
+
+    @property
+    def continuation_seed(self) -> int:
+        """The seed of the batches that continued training draws after a removal."""
+        return self.seed + 1 if self.retrain_seed is None else self.retrain_seed
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> TransferConfig:
@@ -310,11 +316,11 @@ def retrained_loss(config: TransferConfig, data: TransferData, trained: TrainedT
     embedding = copy.deepcopy(trained.pretrained_embedding)
     head_u = copy.deepcopy(trained.net.pretrain_head)
     head_t = copy.deepcopy(trained.net.finetune_head)
-    _pretrain(config, embedding, head_u, data.pretrain, steps=config.retrain_pretrain_steps, seed=config.seed + 1,
+    _pretrain(config, embedding, head_u, data.pretrain, steps=config.retrain_pretrain_steps, seed=config.continuation_seed,
               state=trained.pretrain_adam, weights=weights, desc="retraining: pretraining")
     pretrained = copy.deepcopy(embedding)
     _finetune(config, embedding, head_t, pretrained, data.finetune, steps=config.retrain_finetune_steps,
-              seed=config.seed + 1, state=trained.finetune_adam, desc="retraining: finetuning")
+              seed=config.continuation_seed, state=trained.finetune_adam, desc="retraining: finetuning")
     return mean_loss(embedding, head_t, data.test)
 
 
@@ -341,7 +347,7 @@ def removal_draws(config: TransferConfig, m: int, indices: list[int]) -> list[in
     the controlled difference, exactly as the control's.
     """
     drawn = torch.cat(list(batch_indices(m, steps=config.retrain_pretrain_steps, batch_size=config.batch_size,
-                                         seed=config.seed + 1)))
+                                         seed=config.continuation_seed)))
     counts = torch.bincount(drawn, minlength=m)
     return [int(counts[i]) for i in indices]
 

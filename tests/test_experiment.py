@@ -101,3 +101,26 @@ def test_scales_keep_paper_hyperparameters():
     assert PAPER["mnist-fixed"].batch_size == 512 and PAPER["cifar10-fixed"].batch_size == 128
     assert (PAPER["cifar10-fixed"].retrain_pretrain_steps, PAPER["cifar10-fixed"].retrain_finetune_steps) == (6000, 3000)
     assert PAPER["cifar10-updated"].retrain_finetune_steps == 1000
+
+
+def test_retest_measures_the_same_removals_with_another_batch_order(tiny_data, cache, tmp_path, monkeypatch):
+    from influence import appendix_b
+
+    monkeypatch.setitem(appendix_b.SCALES, "tiny", {"mnist-fixed": TINY})
+    path = tmp_path / "sec41.json"
+    appendix_b.reproduce_section41(path, scale="tiny", only=["mnist-fixed"])
+    with pytest.raises(ValueError, match="retrain_seed"):
+        appendix_b.retest_section41(path, "mnist-fixed", TINY.continuation_seed)
+    with pytest.raises(ValueError, match="size"):
+        appendix_b.retest_section41(path, "mnist-fixed", 5, size=2)
+    retest = appendix_b.retest_section41(path, "mnist-fixed", 5, size=3)
+    stored = appendix_b.read_results(path)["results"]["experiments"]["mnist-fixed"]
+    first = stored["validation"]
+    assert stored["retest"]["positions"] == [0, 2, 3] and retest["retrain_seed"] == 5
+    assert retest["validation"]["indices"] == [first["indices"][j] for j in (0, 2, 3)]
+    assert retest["validation"]["predicted"] == pytest.approx([first["predicted"][j] for j in (0, 2, 3)], rel=1e-5)
+    assert retest["validation"]["control_loss"] != first["control_loss"]  # other batches, another control
+    # the seed is the only difference: at the first seed, retraining gives the first measurement back
+    again = experiment.validate(TINY, tiny_data, experiment.train_transfer(TINY, tiny_data),
+                                torch.tensor(stored["scores"]), torch.tensor(first["indices"][:1]))
+    assert again.controlled == [first["controlled"][0]]

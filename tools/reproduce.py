@@ -3,6 +3,7 @@
     python tools/reproduce.py sec41                 # CPU scale, all of section 4.1
     python tools/reproduce.py sec41 --scale paper   # exactly Appendix B (a GPU)
     python tools/reproduce.py sec41 --only cifar10-fixed
+    python tools/reproduce.py sec41 --retest mnist-fixed --seed 7 --size 30   # measure removals again
 """
 from __future__ import annotations
 
@@ -21,9 +22,19 @@ def main() -> None:
     parser.add_argument("--scale", default="cpu", choices=sorted(appendix_b.SCALES))
     parser.add_argument("--only", nargs="*", help="experiments to (re)run; the others stay as they are in the file")
     parser.add_argument("--out", type=Path, help="results file (default: book/results/<section>.json)")
+    parser.add_argument("--retest", metavar="EXPERIMENT",
+                        help="instead of running, retrain the stored removals of EXPERIMENT with another batch order")
+    parser.add_argument("--seed", type=int, default=7, help="--retest: the continued training's seed")
+    parser.add_argument("--size", type=int, help="--retest: how many of the removals (default: all)")
     args = parser.parse_args()
     out = args.out or RESULTS / f"{args.section}.json"
-    SECTIONS[args.section](out, scale=args.scale, only=args.only)
+    if args.retest:
+        if args.section != "sec41":
+            parser.error("--retest applies to sec41")
+        retest = appendix_b.retest_section41(out, args.retest, args.seed, args.size)
+        print(f"retest of {args.retest}: {retest['agreement']}")
+    else:
+        SECTIONS[args.section](out, scale=args.scale, only=args.only)
     print(f"wrote {out}")
 
 
