@@ -101,32 +101,27 @@ def reproduce_section41(path: str | Path, scale: str = "cpu", only: Sequence[str
         config = SCALES[scale][name]
         start = time.perf_counter()
         result = run_validation(config, **SECTION_41[name])
-        done["experiments"][name] = {"scale": scale, "config": config.as_dict(), "minutes": (time.perf_counter() - start) / 60,
+        done["experiments"][name] = {"scale": scale, "minutes": (time.perf_counter() - start) / 60,
                                      "provenance": provenance(), **result}
         write_results(path, {"scale": scale, "experiments": {n: e["config"] for n, e in done["experiments"].items()}}, done)
     return done
 
 
-def retest_section41(path: str | Path, name: str, retrain_seed: int, size: int | None = None) -> dict[str, Any]:
-    """Measure experiment ``name``'s removals again, with continued training drawing other batches.
+def retest(experiment: dict[str, Any], retrain_seed: int, size: int | None = None) -> dict[str, Any]:
+    """Measure an experiment's removals again, with continued training drawing other batches.
 
-    The batch order of Appendix B's continued training is an arbitrary choice. Where the
-    measured change of a removal depends on it, the "true" loss difference is partly noise, and
-    no score can correlate with it better than the two measurements correlate with each other
-    (their test-retest r; the attainable r is about its square root). ``size`` retests that many
-    of the removals, evenly spread over them (all where None). Writes ``experiments[name]["retest"]``.
+    ``experiment`` is one entry of a section-4.1 results file (or :func:`run_validation`'s
+    result with its ``config``). The batch order of Appendix B's continued training is an
+    arbitrary choice. Where the measured change of a removal depends on it, the "true" loss
+    difference is partly noise, and no score can correlate with it better than the two
+    measurements correlate with each other (their test-retest r; the attainable r is about its
+    square root). ``size`` retests that many of the removals, evenly spread (all where None).
     """
-    path = Path(path)
-    stored = read_results(path)
-    done = stored["results"]
-    if name not in done.get("experiments", {}):
-        raise ValueError(f"name: {path} holds no experiment {name!r}; run it first")
-    first = done["experiments"][name]
-    config = TransferConfig.from_dict(first["config"])
+    config = TransferConfig.from_dict(experiment["config"])
     if retrain_seed == config.continuation_seed:
         raise ValueError(f"retrain_seed: {retrain_seed} is the seed the first measurement used; pick another")
     config = config.replace(retrain_seed=retrain_seed)
-    v = first["validation"]
+    v = experiment["validation"]
     positions = list(range(len(v["indices"])))
     if size is not None:
         if not 3 <= size <= len(positions):
@@ -136,17 +131,27 @@ def retest_section41(path: str | Path, name: str, retrain_seed: int, size: int |
     data = load_transfer_data(config)
     trained = train_transfer(config, data)
     indices = torch.tensor([v["indices"][j] for j in positions])
-    again = validate(config, data, trained, torch.tensor(first["scores"]), indices)
+    again = validate(config, data, trained, torch.tensor(experiment["scores"]), indices)
     before = [v["controlled"][j] for j in positions]
-    first["retest"] = {
+    return {
         "retrain_seed": retrain_seed, "positions": positions, "validation": again.as_dict(),
         "agreement": {"with the first measurement": dataclasses.asdict(agreement(before, again.controlled)),
                       "with the prediction": dataclasses.asdict(agreement(again.predicted, again.controlled)),
                       "first measurement with the prediction": dataclasses.asdict(agreement(again.predicted, before))},
         "minutes": (time.perf_counter() - start) / 60, "provenance": provenance(),
     }
-    write_results(path, stored["config"], done)
-    return first["retest"]
+
+
+def retest_section41(path: str | Path, name: str, retrain_seed: int, size: int | None = None) -> dict[str, Any]:
+    """:func:`retest` experiment ``name`` of the results file at ``path``; writes ``experiments[name]["retest"]``."""
+    path = Path(path)
+    stored = read_results(path)
+    experiments = stored["results"].get("experiments", {})
+    if name not in experiments:
+        raise ValueError(f"name: {path} holds no experiment {name!r}; run it first")
+    experiments[name]["retest"] = retest(experiments[name], retrain_seed, size)
+    write_results(path, stored["config"], stored["results"])
+    return experiments[name]["retest"]
 
 
 @dataclass(frozen=True)

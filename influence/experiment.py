@@ -391,6 +391,7 @@ def run_validation(config: TransferConfig, *, identity: bool = False, pairs: int
     seconds["validation"] = time.perf_counter() - start
     m, n_test = len(data.pretrain[1]), len(data.test[1])
     result: dict[str, Any] = {
+        "config": config.as_dict(),
         "m": m,
         "n_test": n_test,
         "pretrain_accuracy": accuracy(trained.pretrained_embedding, trained.net.pretrain_head, data.pretrain_test),

@@ -84,6 +84,7 @@ def test_control_retraining_is_deterministic(tiny_data, cache):
 @pytest.mark.parametrize("case", ["fixed", "updated"])
 def test_run_validation_end_to_end(tiny_data, cache, case):
     result = experiment.run_validation(TINY.replace(case=case), identity=True, pairs=1)
+    assert TransferConfig.from_dict(result["config"]) == TINY.replace(case=case)
     v = result["validation"]
     assert len(v["indices"]) == len(v["raw"]) == len(v["controlled"]) == len(v["predicted"]) == TINY.removals
     assert len(result["scores"]) == result["m"] == 120
