@@ -108,8 +108,12 @@ def test_retest_measures_the_same_removals_with_another_batch_order(tiny_data, c
     from influence import appendix_b
 
     monkeypatch.setitem(appendix_b.SCALES, "tiny", {"mnist-fixed": TINY})
+    monkeypatch.setitem(appendix_b.RETEST_SIZE, "mnist-fixed", 3)
+    monkeypatch.setitem(appendix_b.SECTION_41, "mnist-fixed", dict(pairs=0))  # run_validation has its own test
     path = tmp_path / "sec41.json"
-    appendix_b.reproduce_section41(path, scale="tiny", only=["mnist-fixed"])
+    appendix_b.reproduce_section41(path, scale="tiny", only=["mnist-fixed"])  # retests 3 of the 4 removals too
+    written = appendix_b.read_results(path)["results"]["experiments"]["mnist-fixed"]["retest"]
+    assert written["retrain_seed"] == appendix_b.RETEST_SEED and len(written["validation"]["indices"]) == 3
     with pytest.raises(ValueError, match="retrain_seed"):
         appendix_b.retest_section41(path, "mnist-fixed", TINY.continuation_seed)
     with pytest.raises(ValueError, match="size"):
