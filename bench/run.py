@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 import warnings
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -23,6 +20,7 @@ import torch
 from influence import CG, MultiStage
 from influence.autodiff import per_example_grads
 from influence.models import table_a
+from influence.provenance import provenance
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -130,22 +128,13 @@ def main() -> None:
         print(f"{name:55s} {value:8.2f}x  {target}")
     print(f"\nseconds: forward {t_forward:.2f}, batched {t_batched:.2f}, vmap {t_vmap:.2f}, loop {t_loop:.2f}, "
           f"HVP {t_hvp:.3f}, gradient {t_grad:.3f}, finetune HVP {t_hvp_f:.3f}, whole {t_whole:.2f}, bound {bound:.2f}")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     result = {
         "ratios": {name: round(value, 3) for name, value, _ in rows},
         "targets": {name: target for name, _, target in rows},
         "seconds": dict(forward=t_forward, batched=t_batched, vmap=t_vmap, loop=t_loop, hvp=t_hvp, gradient=t_grad,
                         finetune_hvp=t_hvp_f, whole=t_whole, bound=bound),
         "config": vars(args) | {"out": str(args.out)},
-        "provenance": {
-            "commit": commit,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-            "torch": torch.__version__,
-        },
+        "provenance": provenance(device),
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}")
