@@ -105,10 +105,10 @@ def reproduce_section41(path: str | Path, scale: str = "cpu", only: Sequence[str
     done = read_results(path)["results"] if path.exists() else {"experiments": {}}
     for name in names:
         config = SCALES[scale][name]
-        start = time.perf_counter()
+        start, source = time.perf_counter(), provenance()  # the code as it was when the run began
         result = run_validation(config, **SECTION_41[name])
         done["experiments"][name] = {"scale": scale, "minutes": (time.perf_counter() - start) / 60,
-                                     "provenance": provenance(), **result}
+                                     "provenance": source, **result}
         config_of_file = {"scale": scale, "experiments": {n: e["config"] for n, e in done["experiments"].items()}}
         write_results(path, config_of_file, done)
         if retest_too:
@@ -137,7 +137,7 @@ def retest(experiment: dict[str, Any], retrain_seed: int, size: int | None = Non
         if not 3 <= size <= len(positions):
             raise ValueError(f"size: expected 3 to {len(positions)} removals, got {size}")
         positions = sorted({round(j * (len(positions) - 1) / (size - 1)) for j in range(size)})
-    start = time.perf_counter()
+    start, source = time.perf_counter(), provenance()
     data = load_transfer_data(config)
     trained = train_transfer(config, data)
     indices = torch.tensor([v["indices"][j] for j in positions])
@@ -148,7 +148,7 @@ def retest(experiment: dict[str, Any], retrain_seed: int, size: int | None = Non
         "agreement": {"with the first measurement": dataclasses.asdict(agreement(before, again.controlled)),
                       "with the prediction": dataclasses.asdict(agreement(again.predicted, again.controlled)),
                       "first measurement with the prediction": dataclasses.asdict(agreement(again.predicted, before))},
-        "minutes": (time.perf_counter() - start) / 60, "provenance": provenance(),
+        "minutes": (time.perf_counter() - start) / 60, "provenance": source,
     }
 
 
