@@ -47,6 +47,9 @@ PAGE_STATE = """(async () => {
   };
 })()"""
 RAW_TEX = re.compile(r"\$\$|\\[()\[\]]|\\[A-Za-z]+")
+# A Markdown table that a chapter displayed but the build left as text: its delimiter row on a
+# line of its own (smartquotes may have turned --- into an em dash).
+RAW_TABLE = re.compile(r"^\|(\s*:?(-{3,}|\u2014):?\s*\|)+\s*$", re.MULTILINE)
 
 # Tags and attributes through which a page loads something (plain <a href> links only link).
 LOADING_ATTRIBUTES = {
@@ -125,6 +128,18 @@ def test_no_page_loads_anything_from_another_host(built_book: Path):
         if found := external_loads((built_book / page).read_text(encoding="utf-8")):
             offenders[page] = found
     assert not offenders, f"pages that load from other hosts: {offenders}"
+
+
+def test_raw_tables_are_recognised():
+    assert RAW_TABLE.search("<p>| figure | r |\n|---|---|\n| 2a | 0.62 |</p>")
+    assert RAW_TABLE.search("<p>| figure | r |\n|\u2014|\u2014|\n| 2a | 0.62 |</p>")
+    assert not RAW_TABLE.search('<table><tr><td>0.62</td></tr></table>\n<span class="s2">"|---|---|"</span>')
+
+
+@pytest.mark.slow
+def test_markdown_outputs_render_as_tables(built_book: Path):
+    raw = [page for page in pages(built_book) if RAW_TABLE.search((built_book / page).read_text(encoding="utf-8"))]
+    assert not raw, f"pages with a Markdown table left as text: {raw}"
 
 
 @pytest.mark.slow
