@@ -136,7 +136,7 @@ def retest(experiment: dict[str, Any], retrain_seed: int, size: int | None = Non
     if size is not None:
         if not 3 <= size <= len(positions):
             raise ValueError(f"size: expected 3 to {len(positions)} removals, got {size}")
-        positions = sorted({round(j * (len(positions) - 1) / (size - 1)) for j in range(size)})
+        positions = [round(j * (len(positions) - 1) / (size - 1)) for j in range(size)]  # distinct: spacing >= 1
     start, source = time.perf_counter(), provenance()
     data = load_transfer_data(config)
     trained = train_transfer(config, data)

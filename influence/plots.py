@@ -44,7 +44,8 @@ class Agreement:
             raise ValueError(f"level must lie in (0, 1), got {level}")
         if self.n < 4 or not np.isfinite(self.pearson_r):
             return float("nan"), float("nan")
-        z, half = np.arctanh(np.clip(self.pearson_r, -1 + 1e-15, 1 - 1e-15)), stats.norm.ppf(0.5 + level / 2) / np.sqrt(self.n - 3)
+        z = np.arctanh(np.clip(self.pearson_r, -1 + 1e-15, 1 - 1e-15))
+        half = stats.norm.ppf(0.5 + level / 2) / np.sqrt(self.n - 3)
         return float(np.tanh(z - half)), float(np.tanh(z + half))
 
 
