@@ -31,21 +31,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from .autodiff import DataHessian, ParamSpace, call, data_mean, gradient, jvp_losses, mixed_vjp, per_example_grads
 from .examples import Examples
+from .losses import Loss, cross_entropy, precise
 from .progress import progress
 from .solvers import CG, Solver, SolveInfo
 
-Loss = Callable[[Tensor, Tensor], Tensor]
 CASES = ("fixed", "updated")
-
-
-def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
-    """Per-example cross-entropy, the default g and f."""
-    return nnf.cross_entropy(outputs, targets, reduction="none")
 
 
 @dataclass
@@ -124,6 +118,7 @@ class MultiStage:
         self.finetune_head = _check_module(finetune_head, "finetune_head")
         self.pretrain_loss = _check_loss(pretrain_loss, "pretrain_loss")
         self.finetune_loss = _check_loss(finetune_loss, "finetune_loss")
+        self._g, self._f = precise(self.pretrain_loss), precise(self.finetune_loss)  # float64: see influence.losses
         self.pretrain_l2 = _check_nonnegative(pretrain_l2, "pretrain_l2")
         self.finetune_l2 = _check_nonnegative(finetune_l2, "finetune_l2")
         if case not in CASES:
@@ -177,15 +172,15 @@ class MultiStage:
         """Per-example pretraining losses g(z; W, U) with (W, U) given as one flat vector."""
         w, u = wu[..., : self.W.numel], wu[..., self.W.numel :]
         features = call(self.pretrained_embedding, self.W, w, x)
-        return self.pretrain_loss(call(self.pretrain_head, self.U, u, features), y)
+        return self._g(call(self.pretrain_head, self.U, u, features), y)
 
     def finetune_losses(self, wt: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """Per-example finetuning losses f(x; W, Theta) with (W, Theta) given as one flat vector."""
         w, theta = wt[..., : self.W.numel], wt[..., self.W.numel :]
-        return self.finetune_loss(call(self.finetune_head, self.Theta, theta, call(self.embedding, self.W, w, x)), y)
+        return self._f(call(self.finetune_head, self.Theta, theta, call(self.embedding, self.W, w, x)), y)
 
     def _head_losses(self, theta: Tensor, features: Tensor, y: Tensor) -> Tensor:
-        return self.finetune_loss(call(self.finetune_head, self.Theta, theta, features), y)
+        return self._f(call(self.finetune_head, self.Theta, theta, features), y)
 
     def _features(self, finetune: Examples) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
         """Case 1 differentiates F in Theta alone, so the embedding's outputs are constants.
@@ -290,7 +285,7 @@ class MultiStage:
         with self._evaluating():
             for x, y in progress(candidates, desc="scoring", total=candidates.num_batches):
                 out.append(jvp_losses(lambda p: self.pretrain_losses(p, x, y), at, v2))
-        return torch.cat(out)
+        return torch.cat(out).to(self.dtype)
 
     def candidate_gradients(self, candidates: Any, *, batch_size: int = 256) -> Tensor:
         """``dg(z)/d(W, U)`` for every candidate, ``[n, p_W + p_U]``: for teaching and checks.
