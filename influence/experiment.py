@@ -34,6 +34,7 @@ from . import data as datasets
 from .models import MultiStageNet, table_a
 from .multistage import MultiStage, Report
 from .plots import agreement
+from .provenance import provenance
 from .progress import progress
 from .solvers import CG, Identity, Solver
 from .train import AdamRun, StageObjective, batch_indices, fit_adam
@@ -367,6 +368,53 @@ def misclassified(trained: TrainedTransfer, test: Pair, k: int, seed: int = 0) -
     return wrong[torch.randperm(len(wrong), generator=torch.Generator().manual_seed(seed))[:k]]
 
 
+def _agreements(validation: Validation) -> dict[str, Any]:
+    """r and rho of the prediction against the raw and the controlled differences (and the drawn removals alone)."""
+    out = {
+        "raw": dataclasses.asdict(agreement(validation.predicted, validation.raw)),
+        "controlled": dataclasses.asdict(agreement(validation.predicted, validation.controlled)),
+    }
+    seen = [j for j, d in enumerate(validation.draws) if d > 0]
+    if len(seen) >= 3:  # removals that continued pretraining drew at least once: the others changed nothing
+        out["controlled, drawn only"] = dataclasses.asdict(
+            agreement([validation.predicted[j] for j in seen], [validation.controlled[j] for j in seen]))
+    return out
+
+
+def _identity_ablation(config: TransferConfig, data: TransferData, trained: TrainedTransfer,
+                       validation: Validation) -> dict[str, Any]:
+    """Fig. 3: the same removals predicted with every inverse Hessian replaced by I."""
+    m, n_test = len(data.pretrain[1]), len(data.test[1])
+    ablation, _ = transfer_scores(config, data, trained, identity=True)
+    predicted = (-ablation[torch.tensor(validation.indices)] / (m * n_test)).tolist()
+    return {
+        "scores": _rounded(ablation),
+        "predicted": predicted,
+        "agreement": {
+            "raw": dataclasses.asdict(agreement(predicted, validation.raw)),
+            "controlled": dataclasses.asdict(agreement(predicted, validation.controlled)),
+        },
+    }
+
+
+def _influential_pairs(config: TransferConfig, data: TransferData, trained: TrainedTransfer,
+                       pairs: int) -> list[dict[str, Any]]:
+    """Fig. 4: ``pairs`` misclassified test points, each with its most harmful pretraining example."""
+    wrong = misclassified(trained, data.test, pairs, seed=config.seed)
+    if not len(wrong):
+        return []
+    x, y = data.test
+    per_test, _ = transfer_scores(config, data, trained, test=(x[wrong], y[wrong]), per_test=True)
+    with torch.no_grad():
+        predicted_labels = trained.net.finetune_head(trained.net.embedding(x[wrong])).argmax(1)
+    return [
+        {"test_index": int(t), "test_label": int(y[t]), "predicted_label": int(p),
+         "pretrain_index": int(per_test[:, j].argmax()), "pretrain_label": int(data.pretrain[1][per_test[:, j].argmax()]),
+         "score": float(per_test[:, j].max())}
+        for j, (t, p) in enumerate(zip(wrong.tolist(), predicted_labels.tolist()))
+    ]
+
+
 def run_validation(config: TransferConfig, *, identity: bool = False, pairs: int = 3) -> dict[str, Any]:
     """One experiment of section 4.1, end to end, as a JSON-ready dict.
 
@@ -389,51 +437,78 @@ def run_validation(config: TransferConfig, *, identity: bool = False, pairs: int
     start = time.perf_counter()
     validation = validate(config, data, trained, scores, indices)
     seconds["validation"] = time.perf_counter() - start
-    m, n_test = len(data.pretrain[1]), len(data.test[1])
     result: dict[str, Any] = {
         "config": config.as_dict(),
-        "m": m,
-        "n_test": n_test,
+        "m": len(data.pretrain[1]),
+        "n_test": len(data.test[1]),
         "pretrain_accuracy": accuracy(trained.pretrained_embedding, trained.net.pretrain_head, data.pretrain_test),
         "finetune_accuracy": accuracy(trained.net.embedding, trained.net.finetune_head, data.test),
         "scores": _rounded(scores),
         "solves": dataclasses.asdict(report),
         "validation": validation.as_dict(),
-        "agreement": {
-            "raw": dataclasses.asdict(agreement(validation.predicted, validation.raw)),
-            "controlled": dataclasses.asdict(agreement(validation.predicted, validation.controlled)),
-        },
+        "agreement": _agreements(validation),
     }
-    seen = [j for j, d in enumerate(validation.draws) if d > 0]
-    if len(seen) >= 3:  # removals that continued pretraining drew at least once: the others changed nothing
-        result["agreement"]["controlled, drawn only"] = dataclasses.asdict(
-            agreement([validation.predicted[j] for j in seen], [validation.controlled[j] for j in seen]))
     if identity:
         start = time.perf_counter()
-        ablation, _ = transfer_scores(config, data, trained, identity=True)
-        predicted = (-ablation[indices] / (m * n_test)).tolist()
-        result["identity"] = {
-            "scores": _rounded(ablation),
-            "predicted": predicted,
-            "agreement": {
-                "raw": dataclasses.asdict(agreement(predicted, validation.raw)),
-                "controlled": dataclasses.asdict(agreement(predicted, validation.controlled)),
-            },
-        }
+        result["identity"] = _identity_ablation(config, data, trained, validation)
         seconds["identity scores"] = time.perf_counter() - start
-    wrong = misclassified(trained, data.test, pairs, seed=config.seed) if pairs else torch.empty(0, dtype=torch.long)
-    if len(wrong):
+    if pairs:
         start = time.perf_counter()
-        x, y = data.test
-        per_test, _ = transfer_scores(config, data, trained, test=(x[wrong], y[wrong]), per_test=True)
-        with torch.no_grad():
-            predicted_labels = trained.net.finetune_head(trained.net.embedding(x[wrong])).argmax(1)
-        result["pairs"] = [
-            {"test_index": int(t), "test_label": int(y[t]), "predicted_label": int(p),
-             "pretrain_index": int(per_test[:, j].argmax()), "pretrain_label": int(data.pretrain[1][per_test[:, j].argmax()]),
-             "score": float(per_test[:, j].max())}
-            for j, (t, p) in enumerate(zip(wrong.tolist(), predicted_labels.tolist()))
-        ]
+        result["pairs"] = _influential_pairs(config, data, trained, pairs)
         seconds["per-test scores"] = time.perf_counter() - start
     result["seconds"] = seconds
     return result
+
+
+def rescore(experiment: dict[str, Any], *, identity: bool = False, pairs: int = 0) -> dict[str, Any]:
+    """An experiment of a results file, scored again by the current library; its measurements kept.
+
+    Retraining a removal is the expensive part of an experiment, and it does not depend on the
+    scores. This retrains (or loads) the same weights from the stored config, checks that they
+    are the weights the measurements were made from (the original test loss must match to
+    1e-6), scores again, and recomputes every prediction and r against the stored differences.
+    Returns the updated experiment, with ``"rescored"`` saying what changed.
+    """
+    config = TransferConfig.from_dict(experiment["config"])
+    start = time.perf_counter()
+    data = load_transfer_data(config)
+    trained = train_transfer(config, data)
+    stored = experiment["validation"]
+    original = mean_loss(trained.net.embedding, trained.net.finetune_head, data.test)
+    if abs(original - stored["original_loss"]) > 1e-6:
+        raise RuntimeError(f"the retrained weights differ from the measured ones: test loss {original!r}, "
+                           f"stored {stored['original_loss']!r}; the stored differences do not belong to them")
+    scores, report = transfer_scores(config, data, trained)
+    m, n_test = len(data.pretrain[1]), len(data.test[1])
+    indices = torch.tensor(stored["indices"])
+    validation = Validation(**{**stored, "predicted": (-scores[indices] / (m * n_test)).tolist()})
+    old = torch.tensor(experiment["scores"])
+    out = {**experiment, "scores": _rounded(scores), "solves": dataclasses.asdict(report),
+           "validation": validation.as_dict(), "agreement": _agreements(validation)}
+    if identity:
+        out["identity"] = _identity_ablation(config, data, trained, validation)
+    if pairs:
+        out["pairs"] = _influential_pairs(config, data, trained, pairs)
+    if "retest" in experiment:
+        retest = experiment["retest"]
+        again = retest["validation"]
+        positions = retest["positions"]
+        predicted = (-scores[torch.tensor(again["indices"])] / (m * n_test)).tolist()
+        before = [stored["controlled"][j] for j in positions]
+        out["retest"] = {**retest, "validation": {**again, "predicted": predicted}, "agreement": {
+            **retest["agreement"],
+            "with the prediction": dataclasses.asdict(agreement(predicted, again["controlled"])),
+            "first measurement with the prediction": dataclasses.asdict(agreement(predicted, before))}}
+    out["rescored"] = {
+        "why": "scores recomputed with the loss evaluated in float64 (influence.losses); measurements unchanged",
+        "before": {"exact zeros": int((old == 0).sum()), "distinct values": int(old.unique().numel()),
+                   "agreement": experiment["agreement"],
+                   **({"identity agreement": experiment["identity"]["agreement"]} if "identity" in experiment else {}),
+                   **({"retest agreement": experiment["retest"]["agreement"]} if "retest" in experiment else {})},
+        "after": {"exact zeros": int((scores == 0).sum()), "distinct values": int(scores.unique().numel())},
+        "weights check: original test loss": original,
+        "pairs": "recomputed" if pairs else "kept from the first run (computed before the float64 fix)",
+        "minutes": (time.perf_counter() - start) / 60,
+        "provenance": provenance(),
+    }
+    return out

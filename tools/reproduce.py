@@ -4,6 +4,7 @@
     python tools/reproduce.py sec41 --scale paper   # exactly Appendix B (a GPU)
     python tools/reproduce.py sec41 --only cifar10-fixed
     python tools/reproduce.py sec41 --retest mnist-fixed --seed 7 --size 30   # measure removals again
+    python tools/reproduce.py sec41 --rescore      # score again with the current library, measurements kept
 """
 from __future__ import annotations
 
@@ -24,11 +25,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="results file (default: book/results/<section>.json)")
     parser.add_argument("--retest", metavar="EXPERIMENT",
                         help="instead of running, retrain the stored removals of EXPERIMENT with another batch order")
+    parser.add_argument("--rescore", action="store_true",
+                        help="instead of running, score the stored experiments again (their measurements are kept)")
     parser.add_argument("--seed", type=int, default=appendix_b.RETEST_SEED, help="--retest: the continued training's seed")
     parser.add_argument("--size", type=int, help="--retest: how many of the removals (default: all)")
     args = parser.parse_args()
     out = args.out or RESULTS / f"{args.section}.json"
-    if args.retest:
+    if args.rescore:
+        if args.section != "sec41":
+            parser.error("--rescore applies to sec41")
+        appendix_b.rescore_section41(out, only=args.only)
+    elif args.retest:
         if args.section != "sec41":
             parser.error("--retest applies to sec41")
         retest = appendix_b.retest_section41(out, args.retest, args.seed, args.size)
