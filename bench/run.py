@@ -19,8 +19,8 @@ import torch
 
 from influence import CG, MultiStage
 from influence.autodiff import per_example_grads
-from influence.models import table_a
-from influence.provenance import provenance
+from experiments.models import table_a
+from experiments.provenance import provenance
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:

@@ -1,4 +1,4 @@
-"""The figure function the Case 1 chapter adds to influence.plots."""
+"""The figure function the Case 1 chapter adds to experiments.plots."""
 from __future__ import annotations
 
 import matplotlib
@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from influence import plots  # noqa: E402
+from experiments import plots  # noqa: E402
 
 
 def test_convergence_fits_the_order():

@@ -1,11 +1,11 @@
-"""influence.data: the real datasets where INFLUENCE_DATA has them, and the offline rules on tiny fakes."""
+"""experiments.data: the real datasets where INFLUENCE_DATA has them, and the offline rules on tiny fakes."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from influence import data
+from experiments import data
 
 DATA = data.data_root()
 has_mnist = pytest.mark.skipif(not (DATA / "MNIST" / "raw").is_dir(), reason=f"no MNIST under {DATA}")

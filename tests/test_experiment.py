@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from influence import experiment
-from influence.appendix_b import CPU, PAPER, QUICK
-from influence.experiment import TransferConfig
+from experiments import configs, sec41
+from experiments import transfer as experiment
+from experiments.configs import CPU, PAPER, QUICK, TransferConfig
+from experiments.provenance import read_results
 
 TINY = TransferConfig(
     dataset="mnist", pretrain_classes=(0, 1), finetune_classes=(2, 3), pretrain_size=120, finetune_size=80,
@@ -105,21 +106,19 @@ def test_scales_keep_paper_hyperparameters():
 
 
 def test_retest_measures_the_same_removals_with_another_batch_order(tiny_data, cache, tmp_path, monkeypatch):
-    from influence import appendix_b
-
-    monkeypatch.setitem(appendix_b.SCALES, "tiny", {"mnist-fixed": TINY})
-    monkeypatch.setitem(appendix_b.RETEST_SIZE, "mnist-fixed", 3)
-    monkeypatch.setitem(appendix_b.SECTION_41, "mnist-fixed", dict(pairs=0))  # run_validation has its own test
+    monkeypatch.setitem(configs.SCALES, "tiny", {"mnist-fixed": TINY})
+    monkeypatch.setitem(configs.RETEST_SIZE, "mnist-fixed", 3)
+    monkeypatch.setitem(configs.SECTION_41, "mnist-fixed", dict(pairs=0))  # run_validation has its own test
     path = tmp_path / "sec41.json"
-    appendix_b.reproduce_section41(path, scale="tiny", only=["mnist-fixed"])  # retests 3 of the 4 removals too
-    written = appendix_b.read_results(path)["results"]["experiments"]["mnist-fixed"]["retest"]
-    assert written["retrain_seed"] == appendix_b.RETEST_SEED and len(written["validation"]["indices"]) == 3
+    sec41.reproduce_section41(path, scale="tiny", only=["mnist-fixed"])  # retests 3 of the 4 removals too
+    written = read_results(path)["results"]["experiments"]["mnist-fixed"]["retest"]
+    assert written["retrain_seed"] == configs.RETEST_SEED and len(written["validation"]["indices"]) == 3
     with pytest.raises(ValueError, match="retrain_seed"):
-        appendix_b.retest_section41(path, "mnist-fixed", TINY.continuation_seed)
+        sec41.retest_section41(path, "mnist-fixed", TINY.continuation_seed)
     with pytest.raises(ValueError, match="size"):
-        appendix_b.retest_section41(path, "mnist-fixed", 5, size=2)
-    retest = appendix_b.retest_section41(path, "mnist-fixed", 5, size=3)
-    stored = appendix_b.read_results(path)["results"]["experiments"]["mnist-fixed"]
+        sec41.retest_section41(path, "mnist-fixed", 5, size=2)
+    retest = sec41.retest_section41(path, "mnist-fixed", 5, size=3)
+    stored = read_results(path)["results"]["experiments"]["mnist-fixed"]
     first = stored["validation"]
     assert stored["retest"]["positions"] == [0, 2, 3] and retest["retrain_seed"] == 5
     assert retest["validation"]["indices"] == [first["indices"][j] for j in (0, 2, 3)]

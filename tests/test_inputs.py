@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from influence import toy as toys
+from experiments import toy as toys
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset

@@ -8,7 +8,7 @@ from torch.func import functional_call, hessian, jacrev
 
 from influence import CG, Exact, Identity, MultiStage
 
-from influence import toy as toys
+from experiments import toy as toys
 
 
 def _unflatten(module: nn.Module, vec: Tensor) -> dict[str, Tensor]:

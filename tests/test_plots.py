@@ -1,11 +1,11 @@
-"""influence.plots.Agreement: the correlations every validation figure reports."""
+"""experiments.stats.Agreement: the correlations every validation figure reports."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from influence.plots import Agreement, agreement
+from experiments.plots import Agreement, agreement
 
 
 def test_interval_matches_scipys_fisher_interval():

@@ -11,34 +11,34 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from influence import appendix_b
+from experiments import configs, sec41
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
-SECTIONS = {"sec41": appendix_b.reproduce_section41}
+SECTIONS = {"sec41": sec41.reproduce_section41}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("section", choices=sorted(SECTIONS))
-    parser.add_argument("--scale", default="cpu", choices=sorted(appendix_b.SCALES))
+    parser.add_argument("--scale", default="cpu", choices=sorted(configs.SCALES))
     parser.add_argument("--only", nargs="*", help="experiments to (re)run; the others stay as they are in the file")
     parser.add_argument("--out", type=Path, help="results file (default: book/results/<section>.json)")
     parser.add_argument("--retest", metavar="EXPERIMENT",
                         help="instead of running, retrain the stored removals of EXPERIMENT with another batch order")
     parser.add_argument("--rescore", action="store_true",
                         help="instead of running, score the stored experiments again (their measurements are kept)")
-    parser.add_argument("--seed", type=int, default=appendix_b.RETEST_SEED, help="--retest: the continued training's seed")
+    parser.add_argument("--seed", type=int, default=configs.RETEST_SEED, help="--retest: the continued training's seed")
     parser.add_argument("--size", type=int, help="--retest: how many of the removals (default: all)")
     args = parser.parse_args()
     out = args.out or RESULTS / f"{args.section}.json"
     if args.rescore:
         if args.section != "sec41":
             parser.error("--rescore applies to sec41")
-        appendix_b.rescore_section41(out, only=args.only)
+        sec41.rescore_section41(out, only=args.only)
     elif args.retest:
         if args.section != "sec41":
             parser.error("--retest applies to sec41")
-        retest = appendix_b.retest_section41(out, args.retest, args.seed, args.size)
+        retest = sec41.retest_section41(out, args.retest, args.seed, args.size)
         print(f"retest of {args.retest}: {retest['agreement']}")
     else:
         SECTIONS[args.section](out, scale=args.scale, only=args.only)

@@ -13,17 +13,69 @@ validated), the choice is ours and is named here.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Sequence
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from .provenance import read_results
 
-from .experiment import TransferConfig, load_transfer_data, rescore, run_validation, train_transfer, validate
-from .plots import agreement
-from .provenance import provenance, read_results, write_results
+TRAINING_FIELDS = ("dataset", "pretrain_classes", "finetune_classes", "case", "alpha", "pretrain_size",
+                   "finetune_size", "batch_size", "lr", "pretrain_steps", "finetune_steps", "seed")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """One experiment of section 4, with the defaults of Appendix B for MNIST, Case 1."""
+
+    dataset: str = "mnist"  # "mnist" or "cifar10"
+    pretrain_classes: tuple[int, ...] = (0, 1, 2, 3)
+    finetune_classes: tuple[int, ...] = (4, 5, 6, 7, 8, 9)
+    case: str = "fixed"  # "fixed" (Case 1) or "updated" (Case 2)
+    alpha: float = 0.01  # Case 2: the proximity alpha ||W - W_bar||^2 in finetuning and in the scores (eq. 12)
+    pretrain_size: int | None = None  # pretraining examples; None = every training image of those classes
+    finetune_size: int = 5000  # finetuning examples sampled from the other classes
+    test_size: int | None = None  # finetuning test points; None = every test image of those classes
+    batch_size: int = 512  # Adam minibatch, both stages
+    lr: float = 1e-3  # Adam learning rate
+    pretrain_steps: int = 3000  # Adam steps of pretraining, "to convergence"
+    finetune_steps: int = 2000  # Adam steps of finetuning
+    retrain_pretrain_steps: int = 100  # validation: continued pretraining after a removal
+    retrain_finetune_steps: int = 100  # validation: continued finetuning after it
+    pretrain_damping: float = 1e-2  # lambda of eq. 16 for H_G
+    finetune_damping: float = 1e-8  # lambda of eq. 16 for the finetuning Hessian
+    hessian_examples: int = 1000  # pretraining examples sampled to define H_G
+    finetune_hessian_examples: int | None = None  # finetuning examples defining F's Hessians; None = all
+    cg_iters: int = 200  # CG iterations of each solve
+    removals: int = 60  # pretraining examples validated by retraining
+    seed: int = 0
+    retrain_seed: int | None = None  # validation: the continued training's batch order; None = seed + 1
+
+    @property
+    def continuation_seed(self) -> int:
+        """The seed of the batches that continued training draws after a removal."""
+        return self.seed + 1 if self.retrain_seed is None else self.retrain_seed
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> TransferConfig:
+        """The inverse of :meth:`as_dict`, also for a dict read back from JSON (lists become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+    def replace(self, **changes: Any) -> TransferConfig:
+        return dataclasses.replace(self, **changes)
+
+    def training_fields(self) -> dict[str, Any]:
+        """The fields that shape the trained weights (not those of scoring or validation)."""
+        return {f: getattr(self, f) for f in TRAINING_FIELDS}
+
+    def training_key(self) -> str:
+        """A hash of :meth:`training_fields`: the name of the cached weights."""
+        return hashlib.sha256(json.dumps(self.training_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
 
 MNIST_FIXED = TransferConfig(
     dataset="mnist", pretrain_classes=(0, 1, 2, 3), finetune_classes=(4, 5, 6, 7, 8, 9), case="fixed",
@@ -73,10 +125,6 @@ QUICK = {
 
 SCALES = {"paper": PAPER, "cpu": CPU, "quick": QUICK}
 
-# The paper's Pearson r (Figs. 2 and 3)
-PAPER_R = {"mnist-fixed": 0.47, "cifar10-fixed": 0.62, "cifar10-updated": 0.40, "mnist-identity": 0.17}
-FIGURE = {"mnist-fixed": "Fig. 2b", "cifar10-fixed": "Fig. 2a", "cifar10-updated": "Fig. 2c"}
-
 # Section 4.1: the three experiments of Fig. 2; MNIST also runs the identity ablation of Fig. 3.
 # Fig. 4 pairs come from the two fixed-embedding models (the paper does not say which it used);
 # on CPU the per-test solves of Case 2 would cost about as much as the rest of that experiment.
@@ -84,101 +132,6 @@ SECTION_41 = {"mnist-fixed": dict(identity=True), "cifar10-fixed": {}, "cifar10-
 # After each experiment, how many of its removals :func:`retest` measures again (None: all), and with which seed.
 RETEST_SIZE = {"mnist-fixed": 30, "cifar10-fixed": None, "cifar10-updated": None}
 RETEST_SEED = 7
-
-
-def reproduce_section41(path: str | Path, scale: str = "cpu", only: Sequence[str] | None = None,
-                        retest_too: bool = True) -> dict[str, Any]:
-    """Run section 4.1 at ``scale`` and write the results, with provenance, to ``path``.
-
-    Each experiment is written as soon as it finishes, into the ``experiments`` of the file,
-    so an interrupted run keeps what it finished and a later run can add the rest (``only``).
-    With ``retest_too``, each experiment's removals are then measured again (:func:`retest`,
-    ``RETEST_SIZE`` of them, seed ``RETEST_SEED``).
-    """
-    if scale not in SCALES:
-        raise ValueError(f"scale: expected one of {sorted(SCALES)}, got {scale!r}")
-    names = list(SECTION_41) if only is None else list(only)
-    unknown = [n for n in names if n not in SECTION_41]
-    if unknown:
-        raise ValueError(f"only: unknown experiments {unknown}; expected some of {list(SECTION_41)}")
-    path = Path(path)
-    done = read_results(path)["results"] if path.exists() else {"experiments": {}}
-    for name in names:
-        config = SCALES[scale][name]
-        start, source = time.perf_counter(), provenance()  # the code as it was when the run began
-        result = run_validation(config, **SECTION_41[name])
-        done["experiments"][name] = {"scale": scale, "minutes": (time.perf_counter() - start) / 60,
-                                     "provenance": source, **result}
-        config_of_file = {"scale": scale, "experiments": {n: e["config"] for n, e in done["experiments"].items()}}
-        write_results(path, config_of_file, done)
-        if retest_too:
-            size = RETEST_SIZE[name]
-            size = None if size is None else min(size, len(done["experiments"][name]["validation"]["indices"]))
-            done["experiments"][name]["retest"] = retest(done["experiments"][name], RETEST_SEED, size)
-            write_results(path, config_of_file, done)
-    return done
-
-
-def retest(experiment: dict[str, Any], retrain_seed: int, size: int | None = None) -> dict[str, Any]:
-    """Measure an experiment's removals again, with continued training drawing other batches.
-
-    ``experiment`` is one entry of a section-4.1 results file (or :func:`run_validation`'s
-    result with its ``config``). The batch order of Appendix B's continued training is an
-    arbitrary choice. Where the measured change of a removal depends on it, the "true" loss
-    difference is partly noise, and no score can correlate with it better than the two
-    measurements correlate with each other (their test-retest r; the attainable r is about its
-    square root). ``size`` retests that many of the removals, evenly spread (all where None).
-    """
-    config = TransferConfig.from_dict(experiment["config"])
-    if retrain_seed == config.continuation_seed:
-        raise ValueError(f"retrain_seed: {retrain_seed} is the seed the first measurement used; pick another")
-    config = config.replace(retrain_seed=retrain_seed)
-    v = experiment["validation"]
-    positions = list(range(len(v["indices"])))
-    if size is not None:
-        if not 3 <= size <= len(positions):
-            raise ValueError(f"size: expected 3 to {len(positions)} removals, got {size}")
-        positions = [round(j * (len(positions) - 1) / (size - 1)) for j in range(size)]  # distinct: spacing >= 1
-    start, source = time.perf_counter(), provenance()
-    data = load_transfer_data(config)
-    trained = train_transfer(config, data)
-    indices = torch.tensor([v["indices"][j] for j in positions])
-    again = validate(config, data, trained, torch.tensor(experiment["scores"]), indices)
-    before = [v["controlled"][j] for j in positions]
-    return {
-        "retrain_seed": retrain_seed, "positions": positions, "validation": again.as_dict(),
-        "agreement": {"with the first measurement": dataclasses.asdict(agreement(before, again.controlled)),
-                      "with the prediction": dataclasses.asdict(agreement(again.predicted, again.controlled)),
-                      "first measurement with the prediction": dataclasses.asdict(agreement(again.predicted, before))},
-        "minutes": (time.perf_counter() - start) / 60, "provenance": source,
-    }
-
-
-def retest_section41(path: str | Path, name: str, retrain_seed: int, size: int | None = None) -> dict[str, Any]:
-    """:func:`retest` experiment ``name`` of the results file at ``path``; writes ``experiments[name]["retest"]``."""
-    path = Path(path)
-    stored = read_results(path)
-    experiments = stored["results"].get("experiments", {})
-    if name not in experiments:
-        raise ValueError(f"name: {path} holds no experiment {name!r}; run it first")
-    experiments[name]["retest"] = retest(experiments[name], retrain_seed, size)
-    write_results(path, stored["config"], stored["results"])
-    return experiments[name]["retest"]
-
-
-def rescore_section41(path: str | Path, only: Sequence[str] | None = None) -> dict[str, Any]:
-    """:func:`~influence.experiment.rescore` each experiment of the results file at ``path``, in place.
-
-    Fig. 4's per-test solves are recomputed where they are cheap (MNIST) and kept otherwise.
-    """
-    path = Path(path)
-    stored = read_results(path)
-    experiments = stored["results"]["experiments"]
-    for name in only or list(experiments):
-        cheap_pairs = len(experiments[name].get("pairs", [])) if name == "mnist-fixed" else 0
-        experiments[name] = rescore(experiments[name], identity="identity" in experiments[name], pairs=cheap_pairs)
-        write_results(path, stored["config"], stored["results"])
-    return stored
 
 
 @dataclass(frozen=True)
@@ -218,3 +171,8 @@ PAPER_NUMBERS: list[PaperNumber] = [
     PaperNumber("Fig. 3", "Pearson r, MNIST, every inverse Hessian replaced by I", 0.17, "sec41", "mnist-fixed",
                 ("identity", *R_CONTROLLED)),
 ]
+
+# Looked up from PAPER_NUMBERS, the one place the paper's numbers are typed.
+FIGURE = {n.experiment: n.where for n in PAPER_NUMBERS if n.path == R_CONTROLLED}
+PAPER_R = {n.experiment: n.paper for n in PAPER_NUMBERS if n.path == R_CONTROLLED}
+PAPER_R["mnist-identity"] = next(n.paper for n in PAPER_NUMBERS if n.path == ("identity", *R_CONTROLLED))

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import os
 import pickle
 import time
@@ -30,72 +28,19 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
+from influence import CG, Identity, MultiStage
+from influence.multistage import Report
+from influence.progress import progress
+from influence.solvers import Solver
+
 from . import data as datasets
+from .configs import TransferConfig
 from .models import MultiStageNet, table_a
-from .multistage import MultiStage, Report
-from .plots import agreement
 from .provenance import provenance
-from .progress import progress
-from .solvers import CG, Identity, Solver
+from .stats import agreement
 from .train import AdamRun, StageObjective, batch_indices, fit_adam
 
 Pair = tuple[Tensor, Tensor]
-
-
-TRAINING_FIELDS = ("dataset", "pretrain_classes", "finetune_classes", "case", "alpha", "pretrain_size",
-                   "finetune_size", "batch_size", "lr", "pretrain_steps", "finetune_steps", "seed")
-
-
-@dataclass(frozen=True)
-class TransferConfig:
-    """One experiment of section 4, with the defaults of Appendix B for MNIST, Case 1."""
-
-    dataset: str = "mnist"  # "mnist" or "cifar10"
-    pretrain_classes: tuple[int, ...] = (0, 1, 2, 3)
-    finetune_classes: tuple[int, ...] = (4, 5, 6, 7, 8, 9)
-    case: str = "fixed"  # "fixed" (Case 1) or "updated" (Case 2)
-    alpha: float = 0.01  # Case 2: the proximity alpha ||W - W_bar||^2 in finetuning and in the scores (eq. 12)
-    pretrain_size: int | None = None  # pretraining examples; None = every training image of those classes
-    finetune_size: int = 5000  # finetuning examples sampled from the other classes
-    test_size: int | None = None  # finetuning test points; None = every test image of those classes
-    batch_size: int = 512  # Adam minibatch, both stages
-    lr: float = 1e-3  # Adam learning rate
-    pretrain_steps: int = 3000  # Adam steps of pretraining, "to convergence"
-    finetune_steps: int = 2000  # Adam steps of finetuning
-    retrain_pretrain_steps: int = 100  # validation: continued pretraining after a removal
-    retrain_finetune_steps: int = 100  # validation: continued finetuning after it
-    pretrain_damping: float = 1e-2  # lambda of eq. 16 for H_G
-    finetune_damping: float = 1e-8  # lambda of eq. 16 for the finetuning Hessian
-    hessian_examples: int = 1000  # pretraining examples sampled to define H_G
-    finetune_hessian_examples: int | None = None  # finetuning examples defining F's Hessians; None = all
-    cg_iters: int = 200  # CG iterations of each solve
-    removals: int = 60  # pretraining examples validated by retraining
-    seed: int = 0
-    retrain_seed: int | None = None  # validation: the continued training's batch order; None = seed + 1
-
-    @property
-    def continuation_seed(self) -> int:
-        """The seed of the batches that continued training draws after a removal."""
-        return self.seed + 1 if self.retrain_seed is None else self.retrain_seed
-
-    @classmethod
-    def from_dict(cls, fields: dict[str, Any]) -> TransferConfig:
-        """The inverse of :meth:`as_dict`, also for a dict read back from JSON (lists become tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-
-    def replace(self, **changes: Any) -> TransferConfig:
-        return dataclasses.replace(self, **changes)
-
-    def training_fields(self) -> dict[str, Any]:
-        """The fields that shape the trained weights (not those of scoring or validation)."""
-        return {f: getattr(self, f) for f in TRAINING_FIELDS}
-
-    def training_key(self) -> str:
-        """A hash of :meth:`training_fields`: the name of the cached weights."""
-        return hashlib.sha256(json.dumps(self.training_fields(), sort_keys=True).encode()).hexdigest()[:16]
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -109,7 +54,7 @@ class TransferData:
 
 
 def load_transfer_data(config: TransferConfig) -> TransferData:
-    """The pretraining and finetuning tasks of ``config`` from the real dataset (``influence.data``)."""
+    """The pretraining and finetuning tasks of ``config`` from the real dataset (``experiments.data``)."""
     load = {"mnist": datasets.load_mnist, "cifar10": datasets.load_cifar10}.get(config.dataset)
     if load is None:
         raise ValueError(f"dataset: expected 'mnist' or 'cifar10', got {config.dataset!r}")

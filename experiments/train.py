@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from .progress import progress
+from influence.progress import progress
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 

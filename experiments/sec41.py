@@ -1,0 +1,112 @@
+"""Section 4.1 end to end: run its experiments into a results file, measure their removals again
+(:func:`retest`), and score them again with the current library (:func:`rescore_section41`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configs import RETEST_SEED, RETEST_SIZE, SCALES, SECTION_41, TransferConfig
+from .provenance import provenance, read_results, write_results
+from .stats import agreement
+from .transfer import load_transfer_data, rescore, run_validation, train_transfer, validate
+
+
+def reproduce_section41(path: str | Path, scale: str = "cpu", only: Sequence[str] | None = None,
+                        retest_too: bool = True) -> dict[str, Any]:
+    """Run section 4.1 at ``scale`` and write the results, with provenance, to ``path``.
+
+    Each experiment is written as soon as it finishes, into the ``experiments`` of the file,
+    so an interrupted run keeps what it finished and a later run can add the rest (``only``).
+    With ``retest_too``, each experiment's removals are then measured again (:func:`retest`,
+    ``RETEST_SIZE`` of them, seed ``RETEST_SEED``).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale: expected one of {sorted(SCALES)}, got {scale!r}")
+    names = list(SECTION_41) if only is None else list(only)
+    unknown = [n for n in names if n not in SECTION_41]
+    if unknown:
+        raise ValueError(f"only: unknown experiments {unknown}; expected some of {list(SECTION_41)}")
+    path = Path(path)
+    done = read_results(path)["results"] if path.exists() else {"experiments": {}}
+    for name in names:
+        config = SCALES[scale][name]
+        start, source = time.perf_counter(), provenance()  # the code as it was when the run began
+        result = run_validation(config, **SECTION_41[name])
+        done["experiments"][name] = {"scale": scale, "minutes": (time.perf_counter() - start) / 60,
+                                     "provenance": source, **result}
+        config_of_file = {"scale": scale, "experiments": {n: e["config"] for n, e in done["experiments"].items()}}
+        write_results(path, config_of_file, done)
+        if retest_too:
+            size = RETEST_SIZE[name]
+            size = None if size is None else min(size, len(done["experiments"][name]["validation"]["indices"]))
+            done["experiments"][name]["retest"] = retest(done["experiments"][name], RETEST_SEED, size)
+            write_results(path, config_of_file, done)
+    return done
+
+
+def retest(experiment: dict[str, Any], retrain_seed: int, size: int | None = None) -> dict[str, Any]:
+    """Measure an experiment's removals again, with continued training drawing other batches.
+
+    ``experiment`` is one entry of a section-4.1 results file (or :func:`run_validation`'s
+    result with its ``config``). The batch order of Appendix B's continued training is an
+    arbitrary choice. Where the measured change of a removal depends on it, the "true" loss
+    difference is partly noise, and no score can correlate with it better than the two
+    measurements correlate with each other (their test-retest r; the attainable r is about its
+    square root). ``size`` retests that many of the removals, evenly spread (all where None).
+    """
+    config = TransferConfig.from_dict(experiment["config"])
+    if retrain_seed == config.continuation_seed:
+        raise ValueError(f"retrain_seed: {retrain_seed} is the seed the first measurement used; pick another")
+    config = config.replace(retrain_seed=retrain_seed)
+    v = experiment["validation"]
+    positions = list(range(len(v["indices"])))
+    if size is not None:
+        if not 3 <= size <= len(positions):
+            raise ValueError(f"size: expected 3 to {len(positions)} removals, got {size}")
+        positions = [round(j * (len(positions) - 1) / (size - 1)) for j in range(size)]  # distinct: spacing >= 1
+    start, source = time.perf_counter(), provenance()
+    data = load_transfer_data(config)
+    trained = train_transfer(config, data)
+    indices = torch.tensor([v["indices"][j] for j in positions])
+    again = validate(config, data, trained, torch.tensor(experiment["scores"]), indices)
+    before = [v["controlled"][j] for j in positions]
+    return {
+        "retrain_seed": retrain_seed, "positions": positions, "validation": again.as_dict(),
+        "agreement": {"with the first measurement": dataclasses.asdict(agreement(before, again.controlled)),
+                      "with the prediction": dataclasses.asdict(agreement(again.predicted, again.controlled)),
+                      "first measurement with the prediction": dataclasses.asdict(agreement(again.predicted, before))},
+        "minutes": (time.perf_counter() - start) / 60, "provenance": source,
+    }
+
+
+def retest_section41(path: str | Path, name: str, retrain_seed: int, size: int | None = None) -> dict[str, Any]:
+    """:func:`retest` experiment ``name`` of the results file at ``path``; writes ``experiments[name]["retest"]``."""
+    path = Path(path)
+    stored = read_results(path)
+    experiments = stored["results"].get("experiments", {})
+    if name not in experiments:
+        raise ValueError(f"name: {path} holds no experiment {name!r}; run it first")
+    experiments[name]["retest"] = retest(experiments[name], retrain_seed, size)
+    write_results(path, stored["config"], stored["results"])
+    return experiments[name]["retest"]
+
+
+def rescore_section41(path: str | Path, only: Sequence[str] | None = None) -> dict[str, Any]:
+    """:func:`~experiments.transfer.rescore` each experiment of the results file at ``path``, in place.
+
+    Fig. 4's per-test solves are recomputed where they are cheap (MNIST) and kept otherwise.
+    """
+    path = Path(path)
+    stored = read_results(path)
+    experiments = stored["results"]["experiments"]
+    for name in only or list(experiments):
+        cheap_pairs = len(experiments[name].get("pairs", [])) if name == "mnist-fixed" else 0
+        experiments[name] = rescore(experiments[name], identity="identity" in experiments[name], pairs=cheap_pairs)
+        write_results(path, stored["config"], stored["results"])
+    return stored
