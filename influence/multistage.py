@@ -26,20 +26,20 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .autodiff import DataHessian, ParamSpace, call, data_mean, gradient, jvp_losses, mixed_vjp, per_example_grads
+from . import checks
+from .autodiff import DataHessian, ParamSpace, call, gradient, jvp_losses, per_example_grads
+from .cases import CASES, Case
 from .examples import Examples
 from .losses import Loss, cross_entropy, precise
 from .progress import progress
 from .solvers import CG, Solver, SolveInfo
-
-CASES = ("fixed", "updated")
 
 
 @dataclass
@@ -50,26 +50,6 @@ class Report:
     pretrain_solves: list[SolveInfo] = field(default_factory=list)
     pretrain_gradient_norm: float = math.nan  # ||dG/d(W, U)|| at (W_bar, U)
     finetune_gradient_norm: float = math.nan  # ||dF/dTheta|| (Case 1) or ||d(F + alpha..)/d(W, Theta)|| (Case 2)
-
-
-def _check_module(module: Any, name: str) -> nn.Module:
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"{name}: expected a torch.nn.Module, got {type(module).__name__}")
-    params = list(module.parameters())
-    if not params:
-        raise ValueError(f"{name}: the module has no parameters")
-    for pname, p in module.named_parameters():
-        if not torch.isfinite(p).all():
-            raise ValueError(f"{name}: parameter {pname!r} holds NaN or Inf")
-    return module
-
-
-def _check_nonnegative(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value}")
-    return float(value)
 
 
 def _check_loss(loss: Any, name: str) -> Loss:
@@ -113,28 +93,20 @@ class MultiStage:
         alpha: float = 0.01,
         pretrained_embedding: nn.Module | None = None,
     ) -> None:
-        self.embedding = _check_module(embedding, "embedding")
-        self.pretrain_head = _check_module(pretrain_head, "pretrain_head")
-        self.finetune_head = _check_module(finetune_head, "finetune_head")
+        self.embedding = checks.module(embedding, "embedding")
+        self.pretrain_head = checks.module(pretrain_head, "pretrain_head")
+        self.finetune_head = checks.module(finetune_head, "finetune_head")
         self.pretrain_loss = _check_loss(pretrain_loss, "pretrain_loss")
         self.finetune_loss = _check_loss(finetune_loss, "finetune_loss")
         self._g, self._f = precise(self.pretrain_loss), precise(self.finetune_loss)  # float64: see influence.losses
-        self.pretrain_l2 = _check_nonnegative(pretrain_l2, "pretrain_l2")
-        self.finetune_l2 = _check_nonnegative(finetune_l2, "finetune_l2")
+        self.pretrain_l2 = checks.nonnegative(pretrain_l2, "pretrain_l2")
+        self.finetune_l2 = checks.nonnegative(finetune_l2, "finetune_l2")
         if case not in CASES:
-            raise ValueError(f"case: expected 'fixed' or 'updated', got {case!r}")
+            raise ValueError(f"case: expected one of {sorted(CASES)}, got {case!r}")
         self.case = case
-        self.alpha = _check_nonnegative(alpha, "alpha")
-        if case == "updated":
-            if pretrained_embedding is None:
-                raise ValueError("pretrained_embedding: case 'updated' needs the embedding as pretraining left it (W_bar)")
-            if self.alpha == 0:
-                raise ValueError("alpha: case 'updated' needs alpha > 0; with alpha = 0 pretraining has no influence (eq. 15)")
-            self.pretrained_embedding = _check_module(pretrained_embedding, "pretrained_embedding")
-        else:
-            if pretrained_embedding is not None:
-                raise ValueError("pretrained_embedding: only used with case='updated'; in case 'fixed' W* = W_bar")
-            self.pretrained_embedding = embedding
+        self.alpha = checks.nonnegative(alpha, "alpha")
+        self.setup: Case = CASES[case](embedding, pretrained_embedding, self.alpha)  # all that differs per case
+        self.pretrained_embedding = self.setup.pretrained_embedding
 
         self.W = ParamSpace.of(embedding)
         self.U = ParamSpace.of(pretrain_head)
@@ -142,7 +114,7 @@ class MultiStage:
         if ParamSpace.of(self.pretrained_embedding) != self.W:
             raise ValueError("pretrained_embedding: its parameters must have the same names and shapes as embedding's")
         modules = {"embedding": embedding, "pretrain_head": pretrain_head, "finetune_head": finetune_head}
-        if case == "updated":
+        if self.pretrained_embedding is not embedding:
             modules["pretrained_embedding"] = self.pretrained_embedding
         placements = {n: {(p.device, p.dtype) for p in m.parameters()} for n, m in modules.items()}
         if len(set().union(*placements.values())) != 1:
@@ -182,25 +154,6 @@ class MultiStage:
     def _head_losses(self, theta: Tensor, features: Tensor, y: Tensor) -> Tensor:
         return self._f(call(self.finetune_head, self.Theta, theta, features), y)
 
-    def _features(self, finetune: Examples) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
-        """Case 1 differentiates F in Theta alone, so the embedding's outputs are constants.
-
-        They are computed once and kept while they fit in ``feature_cache_bytes``; beyond
-        that they are recomputed batch by batch at every product, and memory stays bounded.
-        """
-
-        def compute() -> Iterator[tuple[Tensor, Tensor]]:
-            for x, y in finetune:
-                with torch.no_grad(), self._evaluating():
-                    features = call(self.embedding, self.W, self.w_star, x)
-                yield features, y
-
-        first, _ = next(compute())
-        if first[0].numel() * first.element_size() * len(finetune) > self.feature_cache_bytes:
-            return compute
-        cached = list(compute())
-        return lambda: iter(cached)
-
     # ---- Algorithm 1, one method a line ---------------------------------------------------------
 
     def test_gradient(self, test: Any, *, per_test: bool = False, batch_size: int = 256) -> Tensor:
@@ -223,12 +176,7 @@ class MultiStage:
         Case 2: K, the Hessian over (W, Theta) of ``F + alpha ||W - W_bar||^2`` at (W*, Theta*),
         whose W-block carries ``+2 alpha I`` (eq. 15).
         """
-        finetune = self._examples(finetune, "finetune", batch_size)
-        if self.case == "fixed":
-            return DataHessian(self._head_losses, self.theta_star, self._features(finetune), self.finetune_l2)
-        diagonal = torch.full_like(self.finetune_point, self.finetune_l2)
-        diagonal[: self.W.numel] += 2 * self.alpha
-        return DataHessian(self.finetune_losses, self.finetune_point, lambda: iter(finetune), diagonal)
+        return self.setup.finetune_hessian(self, self._examples(finetune, "finetune", batch_size))
 
     def pretrain_hessian(self, pretrain: Any, *, batch_size: int = 256) -> DataHessian:
         """``H_G = d2G/d(W, U)2`` at (W_bar, U*), plus ``pretrain_l2``: the Hessian that line 4 inverts."""
@@ -237,10 +185,10 @@ class MultiStage:
 
     def first_ihvp(self, test_grad: Tensor, finetune_hessian: DataHessian, solver: Solver) -> Tensor:
         """Line 2: ``v1``, over Theta (Case 1: ``(d2F/dTheta2)^-1 df/dTheta``) or (W, Theta) (Case 2: ``K^-1 df/d(W,Theta)``)."""
-        rhs = test_grad[..., self.W.numel :] if self.case == "fixed" else test_grad
+        rhs = self.setup.first_rhs(self, test_grad)
         with self._evaluating():
-            v1 = solver.solve(finetune_hessian, rhs)
-        self.report.finetune_solves.append(solver.info)
+            v1, info = solver.solve(finetune_hessian, rhs)
+        self.report.finetune_solves.append(info)
         return v1
 
     def pullback(self, v1: Tensor, test_grad: Tensor, finetune: Any, *, batch_size: int = 256) -> Tensor:
@@ -252,25 +200,16 @@ class MultiStage:
         Either way u is padded with zeros over U, since G's perturbation only reaches the
         finetuned model through W.
         """
-        zeros = v1.new_zeros(*v1.shape[:-1], self.U.numel)
-        if self.case == "updated":
-            return torch.cat([-2 * self.alpha * v1[..., : self.W.numel], zeros], dim=-1)
         finetune = self._examples(finetune, "finetune", batch_size)
-
-        def mean_f(theta: Tensor, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
-            return self.finetune_losses(torch.cat([w, theta]), x, y).mean()
-
         with self._evaluating():
-            mixed = data_mean(
-                lambda x, y: mixed_vjp(lambda t, w: mean_f(t, w, x, y), self.theta_star, self.w_star, v1), finetune
-            )
-        return torch.cat([mixed - test_grad[..., : self.W.numel], zeros], dim=-1)
+            u_w = self.setup.pullback(self, v1, test_grad, finetune)
+        return torch.cat([u_w, u_w.new_zeros(*u_w.shape[:-1], self.U.numel)], dim=-1)
 
     def second_ihvp(self, u: Tensor, pretrain_hessian: DataHessian, solver: Solver) -> Tensor:
         """Line 4: ``v2 = H_G^-1 u`` at (W_bar, U*), the influence vector shared by all candidates."""
         with self._evaluating():
-            v2 = solver.solve(pretrain_hessian, u)
-        self.report.pretrain_solves.append(solver.info)
+            v2, info = solver.solve(pretrain_hessian, u)
+        self.report.pretrain_solves.append(info)
         return v2
 
     def score_candidates(self, candidates: Any, v2: Tensor, *, batch_size: int = 256) -> Tensor:
@@ -304,8 +243,8 @@ class MultiStage:
         finetune: Any,
         test: Any,
         candidates: Any = None,
-        pretrain_solver: Solver = CG(damping=1e-2, iters=200),
-        finetune_solver: Solver = CG(damping=1e-8, iters=200),
+        pretrain_solver: Solver | None = None,
+        finetune_solver: Solver | None = None,
         per_test: bool = False,
         *,
         batch_size: int = 256,
@@ -322,19 +261,25 @@ class MultiStage:
         Removing z_i from m pretraining examples changes the summed test loss by about
         ``-scores[i] / m``; a positive score marks a harmful example.
         ``batch_size`` bounds the examples held at once when tensors are passed.
+        The solvers default to ``CG(damping=1e-2, iters=200)`` for H_G and
+        ``CG(damping=1e-8, iters=200)`` for the finetuning Hessian (Appendix B, MNIST), made
+        anew for each call.
         """
+        pretrain_solver = CG(damping=1e-2, iters=200) if pretrain_solver is None else pretrain_solver
+        finetune_solver = CG(damping=1e-8, iters=200) if finetune_solver is None else finetune_solver
         for name, solver in (("pretrain_solver", pretrain_solver), ("finetune_solver", finetune_solver)):
             if not isinstance(solver, Solver):
                 raise TypeError(f"{name}: expected an influence solver (Exact, CG or Identity), got {type(solver).__name__}")
-        if not isinstance(per_test, bool):
-            raise TypeError(f"per_test: expected a bool, got {type(per_test).__name__}")
-        for name, value in (("batch_size", batch_size), ("test_block", test_block)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        checks.flag(per_test, "per_test")
+        checks.positive_int(batch_size, "batch_size")
+        checks.positive_int(test_block, "test_block")
+        if candidates is None:  # the pretraining examples are scored, so their order must hold too
+            candidates = self._examples(pretrain, "pretrain", batch_size, ordered=True)
+        else:
+            candidates = self._examples(candidates, "candidates", batch_size, ordered=True)
         pretrain = self._examples(pretrain, "pretrain", batch_size)
         finetune = self._examples(finetune, "finetune", batch_size)
         test = self._examples(test, "test", batch_size)
-        candidates = pretrain if candidates is None else self._examples(candidates, "candidates", batch_size, ordered=True)
         self.report = Report()
         h_f = self.finetune_hessian(finetune)
         h_g = self.pretrain_hessian(pretrain)
@@ -384,9 +329,7 @@ class MultiStage:
         """Warn when the supplied optimum is visibly not stationary: the theory assumes dG = dF = 0."""
         with self._evaluating():
             g_grad = h_g.loss_gradient() + self.pretrain_l2 * h_g.at
-            f_grad = h_f.loss_gradient() + self.finetune_l2 * h_f.at
-        if self.case == "updated":
-            f_grad[: self.W.numel] += 2 * self.alpha * (self.w_star - self.w_bar)
+            f_grad = self.setup.finetune_gradient(self, h_f)
         self.report.pretrain_gradient_norm = g_grad.norm().item()
         self.report.finetune_gradient_norm = f_grad.norm().item()
         for stage, norm in (("pretraining objective G", self.report.pretrain_gradient_norm), ("finetuning objective F", self.report.finetune_gradient_norm)):

@@ -7,7 +7,8 @@ Three solvers share one small interface, :meth:`Solver.solve` ``(operator, b) ->
   ``H + damping I``, touching H only through Hessian-vector products;
 - :class:`Identity` replaces the inverse Hessian by the identity (the ablation of Fig. 3).
 
-Each solver records what it did in ``solver.info`` (a :class:`SolveInfo`).
+``solve`` returns the solution with a :class:`SolveInfo` saying what it did; solvers keep no
+state between calls, so one solver object may serve many solves, and many threads.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from . import checks
 from .progress import progress
 
 
@@ -69,14 +71,6 @@ class SolveInfo:
     hessian_vector_products: int
 
 
-def _check_damping(damping: float) -> float:
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)):
-        raise TypeError(f"damping: expected a number, got {type(damping).__name__}")
-    if not math.isfinite(damping) or damping < 0:
-        raise ValueError(f"damping: expected a finite number >= 0, got {damping}")
-    return float(damping)
-
-
 def _check_rhs(operator: Operator, b: Tensor) -> None:
     if not isinstance(b, Tensor) or b.dim() not in (1, 2) or b.shape[-1] != operator.dim:
         shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
@@ -88,12 +82,14 @@ def _norms(v: Tensor) -> Tensor:
 
 
 class Solver(ABC):
-    """Solves ``H x = b`` for a symmetric operator H; ``b`` is ``[p]`` or a block ``[k, p]``."""
+    """Solves ``H x = b`` for a symmetric operator H; ``b`` is ``[p]`` or a block ``[k, p]``.
 
-    info: SolveInfo | None = None
+    A solver holds only its settings (damping, iterations, tolerance); :meth:`solve` returns
+    ``(x, info)`` and changes nothing on the solver.
+    """
 
     @abstractmethod
-    def solve(self, operator: Operator, b: Tensor) -> Tensor: ...
+    def solve(self, operator: Operator, b: Tensor) -> tuple[Tensor, SolveInfo]: ...
 
 
 class Exact(Solver):
@@ -104,13 +100,14 @@ class Exact(Solver):
     """
 
     def __init__(self, damping: float = 0.0, max_dim: int = 5000) -> None:
-        self.damping = _check_damping(damping)
+        self.damping = checks.nonnegative(damping, "damping")
         self.max_dim = max_dim
 
     def __repr__(self) -> str:
         return f"Exact(damping={self.damping:g})"
 
-    def solve(self, operator: Operator, b: Tensor) -> Tensor:
+    def solve(self, operator: Operator, b: Tensor) -> tuple[Tensor, SolveInfo]:
+        """``x = (H + damping I)^-1 b`` by a dense solve, with the true relative residual."""
         _check_rhs(operator, b)
         if operator.dim > self.max_dim:
             raise ValueError(
@@ -122,8 +119,7 @@ class Exact(Solver):
         x = torch.linalg.solve(a, b.unsqueeze(-1) if b.dim() == 1 else b.mT)
         x = x.squeeze(-1) if b.dim() == 1 else x.mT
         residual = (_norms(b - x @ a.T) / _norms(b).clamp_min(torch.finfo(b.dtype).tiny)).max().item()
-        self.info = SolveInfo("Exact", 0, residual, True, operator.dim)
-        return x
+        return x, SolveInfo(repr(self), 0, residual, True, operator.dim)
 
 
 class Identity(Solver):
@@ -132,10 +128,10 @@ class Identity(Solver):
     def __repr__(self) -> str:
         return "Identity()"
 
-    def solve(self, operator: Operator, b: Tensor) -> Tensor:
+    def solve(self, operator: Operator, b: Tensor) -> tuple[Tensor, SolveInfo]:
+        """``x = b``: no Hessian-vector product at all."""
         _check_rhs(operator, b)
-        self.info = SolveInfo("Identity", 0, None, True, 0)
-        return b.clone()
+        return b.clone(), SolveInfo(repr(self), 0, None, True, 0)
 
 
 class CG(Solver):
@@ -156,19 +152,16 @@ class CG(Solver):
     """
 
     def __init__(self, damping: float = 0.0, iters: int = 200, tol: float = 1e-6, squared: bool = True) -> None:
-        self.damping = _check_damping(damping)
-        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-            raise ValueError(f"iters: expected an integer >= 1, got {iters!r}")
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-            raise ValueError(f"tol: expected a number > 0, got {tol!r}")
-        if not isinstance(squared, bool):
-            raise TypeError(f"squared: expected a bool, got {type(squared).__name__}")
-        self.iters, self.tol, self.squared = iters, float(tol), squared
+        self.damping = checks.nonnegative(damping, "damping")
+        self.iters = checks.positive_int(iters, "iters")
+        self.tol = checks.positive(tol, "tol")
+        self.squared = checks.flag(squared, "squared")
 
     def __repr__(self) -> str:
         return f"CG(damping={self.damping:g}, iters={self.iters}, tol={self.tol:g}, squared={self.squared})"
 
-    def solve(self, operator: Operator, b: Tensor) -> Tensor:
+    def solve(self, operator: Operator, b: Tensor) -> tuple[Tensor, SolveInfo]:
+        """Eq. 16 (``squared=True``): ``x = (H^2 + damping I)^-1 H b``; else ``(H + damping I)^-1 b``."""
         _check_rhs(operator, b)
         single = b.dim() == 1
         b = b.unsqueeze(0) if single else b
@@ -219,7 +212,7 @@ class CG(Solver):
             relative = _norms(rhs - apply(x)) / rhs_norm
         worst = relative.max().item()
         converged = worst <= self.tol
-        self.info = SolveInfo(repr(self), it, worst, converged, products)
+        info = SolveInfo(repr(self), it, worst, converged, products)
         if not self.squared and negative_curvature <= 0:
             warnings.warn(
                 f"CG(squared=False): H + damping I is not positive definite (curvature "
@@ -235,4 +228,4 @@ class CG(Solver):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        return x.squeeze(0) if single else x
+        return (x.squeeze(0) if single else x), info

@@ -82,6 +82,8 @@ def test_modules_must_share_dtype(setup):
         (lambda p: dict(candidates=(p.zx[:0], p.zy[:0])), ValueError, "candidates: no examples"),
         (lambda p: dict(pretrain=(torch.where(p.zx > 1, float("inf"), p.zx), p.zy)), ValueError, "pretrain: x holds NaN or Inf"),
         (lambda p: dict(candidates=DataLoader(TensorDataset(p.zx, p.zy), shuffle=True)), ValueError, "candidates: the DataLoader shuffles"),
+        # candidates default to pretrain, whose order then sets the scores' order: the same guard applies
+        (lambda p: dict(pretrain=DataLoader(TensorDataset(p.zx, p.zy), shuffle=True)), ValueError, "pretrain: the DataLoader shuffles"),
         (lambda p: dict(pretrain_solver="cg"), TypeError, "pretrain_solver"),
         (lambda p: dict(per_test=1), TypeError, "per_test"),
         (lambda p: dict(batch_size=0), ValueError, "batch_size"),
@@ -133,3 +135,12 @@ def test_modules_are_left_as_they_were(setup):
     assert t.embedding.training
     after = [q for m in (t.embedding, t.pretrain_head, t.finetune_head) for q in m.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_a_shuffled_pretrain_loader_is_fine_when_candidates_are_given(setup):
+    """H_G is a mean, so its order does not matter; only the scored examples' order does."""
+    p, t = setup
+    shuffled = DataLoader(TensorDataset(p.zx, p.zy), batch_size=16, shuffle=True)
+    got = _ms(t).scores(**_data(p, pretrain=shuffled, candidates=(p.zx, p.zy)))
+    want = _ms(t).scores(**_data(p))
+    assert torch.allclose(got, want, rtol=1e-9, atol=0)

@@ -21,7 +21,7 @@ def _rel(a, b):
 def test_exact_with_damping():
     h = _spd()
     b = torch.randn(40, dtype=torch.float64)
-    x = Exact(damping=0.5).solve(Matrix(h), b)
+    x, _ = Exact(damping=0.5).solve(Matrix(h), b)
     assert _rel(x, torch.linalg.solve(h + 0.5 * torch.eye(40, dtype=torch.float64), b)) <= 1e-12
 
 
@@ -35,42 +35,42 @@ def test_cg_solves_damped_system(squared):
     h = _spd()
     b = torch.randn(40, dtype=torch.float64)
     solver = CG(damping=0.1, iters=400, tol=1e-12, squared=squared)
-    x = solver.solve(Matrix(h), b)
+    x, info = solver.solve(Matrix(h), b)
     eye = torch.eye(40, dtype=torch.float64)
     if squared:  # eq. 16: (H^2 + lambda I) x = H b
         expected = torch.linalg.solve(h @ h + 0.1 * eye, h @ b)
     else:
         expected = torch.linalg.solve(h + 0.1 * eye, b)
     assert _rel(x, expected) <= 1e-8
-    assert solver.info.converged and solver.info.relative_residual <= 1e-12
-    assert solver.info.iterations <= 400
+    assert info.converged and info.relative_residual <= 1e-12
+    assert info.iterations <= 400
     # one product per iteration (two for H^2), H b for the squared right-hand side, and one final
     # application that recomputes the true residual
     per_apply = 2 if squared else 1
-    expected = per_apply * (solver.info.iterations + 1) + (1 if squared else 0)
-    assert solver.info.hessian_vector_products == expected
+    expected = per_apply * (info.iterations + 1) + (1 if squared else 0)
+    assert info.hessian_vector_products == expected
 
 
 def test_cg_block_equals_columns():
     h = _spd()
     b = torch.randn(3, 40, dtype=torch.float64)
-    block = CG(iters=300, tol=1e-12).solve(Matrix(h), b)
+    block, _ = CG(iters=300, tol=1e-12).solve(Matrix(h), b)
     for i in range(3):
-        assert _rel(block[i], CG(iters=300, tol=1e-12).solve(Matrix(h), b[i])) <= 1e-9
+        assert _rel(block[i], CG(iters=300, tol=1e-12).solve(Matrix(h), b[i])[0]) <= 1e-9
 
 
 def test_cg_warns_when_it_stops_short():
     solver = CG(iters=3, tol=1e-10)
     with pytest.warns(RuntimeWarning, match=r"stopped after 3 iterations at relative residual .* above tol"):
-        solver.solve(Matrix(_spd(cond=1e4)), torch.ones(40, dtype=torch.float64))
-    assert not solver.info.converged and solver.info.relative_residual > 1e-10
+        _, info = solver.solve(Matrix(_spd(cond=1e4)), torch.ones(40, dtype=torch.float64))
+    assert not info.converged and info.relative_residual > 1e-10
 
 
 def test_identity_returns_b():
     b = torch.randn(2, 40, dtype=torch.float64)
-    solver = Identity()
-    assert torch.equal(solver.solve(Matrix(_spd()), b), b)
-    assert solver.info.iterations == 0
+    x, info = Identity().solve(Matrix(_spd()), b)
+    assert torch.equal(x, b)
+    assert info.iterations == 0 and info.hessian_vector_products == 0
 
 
 @pytest.mark.parametrize(
@@ -97,3 +97,18 @@ def test_bad_solver_types():
 def test_bad_right_hand_side():
     with pytest.raises(ValueError, match="b: expected shape"):
         CG().solve(Matrix(_spd()), torch.ones(39, dtype=torch.float64))
+
+
+def test_solvers_keep_no_state_between_calls():
+    """Two solves with one solver object return their own reports and leave the solver as it was."""
+    h = _spd()
+    solver = CG(damping=0.1, iters=400, tol=1e-10)
+    before = dict(vars(solver))
+    x1, info1 = solver.solve(Matrix(h), torch.randn(40, dtype=torch.float64))
+    _, info2 = solver.solve(Matrix(h), torch.zeros(40, dtype=torch.float64))
+    assert vars(solver) == before
+    assert info1.iterations > 0 and info2.iterations == 0 and info1 is not info2
+    for s in (Exact(0.1), Identity()):
+        before = dict(vars(s))
+        s.solve(Matrix(h), torch.ones(40, dtype=torch.float64))
+        assert vars(s) == before
