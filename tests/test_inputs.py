@@ -141,6 +141,8 @@ def test_a_shuffled_pretrain_loader_is_fine_when_candidates_are_given(setup):
     """H_G is a mean, so its order does not matter; only the scored examples' order does."""
     p, t = setup
     shuffled = DataLoader(TensorDataset(p.zx, p.zy), batch_size=16, shuffle=True)
-    got = _ms(t).scores(**_data(p, pretrain=shuffled, candidates=(p.zx, p.zy)))
-    want = _ms(t).scores(**_data(p))
+    l2 = dict(pretrain_l2=p.pretrain_l2, finetune_l2=p.finetune_l2)  # the objectives the toy minimized
+    got = _ms(t, **l2).scores(**_data(p, pretrain=shuffled, candidates=(p.zx, p.zy)))
+    want = _ms(t, **l2).scores(**_data(p))
+    assert want.abs().max() < 1e3
     assert torch.allclose(got, want, rtol=1e-9, atol=0)
