@@ -6,9 +6,14 @@ embedding, shared by both stages; the fully connected layers are task-specific h
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+
+from influence import MultiStage
 
 MNIST_FEATURES = 64 * 4 * 4  # 28 -conv5-> 24 -pool-> 12 -conv5-> 8 -pool-> 4
 CIFAR_FEATURES = 128 * 2 * 2  # 32 -conv3-> 30 -conv4-> 27 -pool-> 13 -conv2-> 12 -pool-> 6 -conv2-> 5 -pool-> 2
@@ -16,11 +21,34 @@ CIFAR_FEATURES = 128 * 2 * 2  # 32 -conv3-> 30 -conv4-> 27 -pool-> 13 -conv2-> 1
 
 @dataclass
 class MultiStageNet:
-    """One embedding and the two heads that sit on it."""
+    """The weights of a two-stage network: one embedding, the two heads on it, and W_bar.
 
-    embedding: nn.Module  # W
+    The one container for trained two-stage weights, the toy problems' and Table A's alike.
+    """
+
+    embedding: nn.Module  # W: W* after finetuning (Case 2), or W_bar where finetuning froze it (Case 1)
     pretrain_head: nn.Module  # U
     finetune_head: nn.Module  # Theta
+    pretrained_embedding: nn.Module | None = None  # W_bar; None: the embedding itself (W frozen, Case 1)
+
+    def __post_init__(self) -> None:
+        if self.pretrained_embedding is None:
+            self.pretrained_embedding = self.embedding
+
+    def multistage(self, **kwargs: Any) -> MultiStage:
+        """The :class:`~influence.MultiStage` view of these weights; ``kwargs`` as MultiStage takes them.
+
+        Where W_bar is a module of its own, finetuning moved W, and ``case="updated"`` is implied.
+        """
+        if self.pretrained_embedding is not self.embedding:
+            kwargs = {"case": "updated", "pretrained_embedding": self.pretrained_embedding, **kwargs}
+        return MultiStage(self.embedding, self.pretrain_head, self.finetune_head, **kwargs)
+
+
+def in_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, size: int = 1000) -> Tensor:
+    """``fn(x)`` without gradients, ``size`` examples at a time, concatenated: bounded memory on big sets."""
+    with torch.no_grad():
+        return torch.cat([fn(x[i : i + size]) for i in range(0, len(x), size)])
 
 
 def mnist_embedding() -> nn.Sequential:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .train import StageObjective, fit_lbfgs, newton_polish
+from influence import Exact, MultiStage
+
+from .models import MultiStageNet
+from .train import StageObjective, finetune_objective, fit_lbfgs, newton_polish
 
 
 @dataclass
@@ -29,16 +33,6 @@ class Problem:
     pretrain_l2: float = 1e-2
     finetune_l2: float = 1e-2
     alpha: float = 0.05
-
-
-@dataclass
-class Trained:
-    """The optimum both stages reached."""
-
-    embedding: nn.Module  # W* (= W_bar in the fixed case)
-    pretrain_head: nn.Module
-    finetune_head: nn.Module
-    pretrained_embedding: nn.Module  # W_bar
 
 
 def _fit(objective: StageObjective) -> None:
@@ -78,22 +72,15 @@ def pretrain(p: Problem, emb: nn.Module, head: nn.Module, weights: Tensor | None
 
 def finetune_fixed(p: Problem, emb: nn.Module, head: nn.Module) -> None:
     """Minimize F over Theta with W fixed (eq. 2), in place."""
-    with torch.no_grad():
-        feats = emb(p.xx)
-    _fit(StageObjective(list(head.parameters()), head, feats, p.xy, l2=p.finetune_l2))
+    _fit(finetune_objective("fixed", emb, head, p.xx, p.xy, l2=p.finetune_l2))
 
 
 def finetune_updated(p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module) -> None:
     """Minimize F + alpha ||W - W_bar||^2 over (W, Theta) (eq. 12), in place."""
-    params = [*emb.parameters(), *head.parameters()]
-    anchors = [w.detach().clone() for w in emb_bar.parameters()]
-    objective = StageObjective(
-        params, lambda x: head(emb(x)), p.xx, p.xy, l2=p.finetune_l2, proximity=(list(emb.parameters()), anchors, p.alpha)
-    )
-    _fit(objective)
+    _fit(finetune_objective("updated", emb, head, p.xx, p.xy, pretrained=emb_bar, alpha=p.alpha, l2=p.finetune_l2))
 
 
-def train(p: Problem, case: str, weights: Tensor | None = None, start: Trained | None = None) -> Trained:
+def train(p: Problem, case: str, weights: Tensor | None = None, start: MultiStageNet | None = None) -> MultiStageNet:
     """Both stages to stationary points; ``start`` warm-starts retraining (for finite differences, leave-one-out)."""
     if start is None:
         emb, head_u, head_t = make_modules(d=p.zx.shape[1])
@@ -102,13 +89,89 @@ def train(p: Problem, case: str, weights: Tensor | None = None, start: Trained |
     pretrain(p, emb, head_u, weights)
     if case == "fixed":
         finetune_fixed(p, emb, head_t)
-        return Trained(emb, head_u, head_t, emb)
+        return MultiStageNet(emb, head_u, head_t)
     emb_star = copy.deepcopy(emb) if start is None else copy.deepcopy(start.embedding)
     finetune_updated(p, emb_star, head_t, emb)
-    return Trained(emb_star, head_u, head_t, emb)
+    return MultiStageNet(emb_star, head_u, head_t, emb)
 
 
-def summed_test_loss(p: Problem, t: Trained) -> float:
+# ---- Case 2 retraining that cannot stall: Newton steps and a saddle escape --------------------------
+# The alpha-regularized finetuning objective has curvature from about 1e-2 up to 2 alpha and beyond;
+# L-BFGS's line search can stall just above 1e-8, and a warm start can land near a saddle. These
+# finish any fit with Newton steps and step off a saddle along its negative curvature.
+
+
+def _set_flat(emb: nn.Module, head: nn.Module, x: Tensor) -> None:
+    n = sum(w.numel() for w in emb.parameters())
+    nn.utils.vector_to_parameters(x[:n], emb.parameters())
+    nn.utils.vector_to_parameters(x[n:], head.parameters())
+
+
+def _updated_objective(p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module,
+                       head_u: nn.Module) -> tuple[Any, Tensor]:
+    """K and the gradient of ``F + alpha ||W - W_bar||^2`` over (W, Theta), at the modules' parameters."""
+    ms = MultiStage(emb, head_u, head, pretrain_l2=p.pretrain_l2, finetune_l2=p.finetune_l2,
+                    case="updated", alpha=p.alpha, pretrained_embedding=emb_bar)
+    k = ms.finetune_hessian((p.xx, p.xy))
+    grad = k.loss_gradient() + p.finetune_l2 * k.at
+    grad[: ms.W.numel] += 2 * p.alpha * (k.at[: ms.W.numel] - ms.w_bar)
+    return k, grad
+
+
+def newton_finish(p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module, head_u: nn.Module,
+                  tol: float = 1e-11) -> Any:
+    """Newton steps ``x <- x - K^-1 grad`` on eq. 12's objective, in place, to gradient norm ``tol``; returns K."""
+    for _ in range(25):
+        k, grad = _updated_objective(p, emb, head, emb_bar, head_u)
+        if grad.norm() < tol:
+            return k
+        _set_flat(emb, head, k.at - Exact().solve(k, grad)[0])
+    raise RuntimeError(f"Newton stopped at gradient norm {grad.norm():.1e}")
+
+
+def fit_finetuning(p: Problem, emb_bar: nn.Module, head_u: nn.Module, start_emb: nn.Module,
+                   start_head: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """Minimize eq. 12's objective from ``(start_emb, start_head)`` to a strict local minimum (K positive definite)."""
+    emb, head = copy.deepcopy(start_emb), copy.deepcopy(start_head)
+    descend = p.alpha <= 1
+    for _ in range(3):
+        if descend:
+            try:
+                finetune_updated(p, emb, head, emb_bar)
+            except RuntimeError:  # stalled just above 1e-8: Newton finishes from where it stopped
+                pass
+        k = newton_finish(p, emb, head, emb_bar, head_u)
+        eigenvalues, vectors = torch.linalg.eigh(k.to_dense())
+        if eigenvalues[0] > 0:
+            return emb, head
+        _set_flat(emb, head, k.at + 0.1 * vectors[:, 0])  # a saddle: step off along negative curvature
+        descend = True  # and descend again
+    raise RuntimeError("no strict local minimum found")
+
+
+def fit_pretraining(p: Problem, emb_bar: nn.Module, head_u: nn.Module, weights: Tensor | None = None) -> None:
+    """:func:`pretrain` (G, optionally example-weighted), in place, finished by Newton steps if L-BFGS stalls."""
+    try:
+        pretrain(p, emb_bar, head_u, weights)
+        return
+    except RuntimeError:
+        pass
+    weights = torch.full((len(p.zy),), 1 / len(p.zy), dtype=torch.float64) if weights is None else weights
+    params = [*emb_bar.parameters(), *head_u.parameters()]
+    objective = StageObjective(params, lambda x: head_u(emb_bar(x)), p.zx, p.zy, l2=p.pretrain_l2, weights=weights)
+    if newton_polish(objective, steps=25) >= 1e-11:
+        raise RuntimeError("pretraining did not reach a stationary point")
+
+
+def retrain_updated(p: Problem, start: MultiStageNet, weights: Tensor) -> MultiStageNet:
+    """Both stages of Case 2 re-optimized with pretraining example weights, warm-started from ``start``."""
+    emb_bar, head_u = copy.deepcopy(start.pretrained_embedding), copy.deepcopy(start.pretrain_head)
+    fit_pretraining(p, emb_bar, head_u, weights)
+    emb, head = fit_finetuning(p, emb_bar, head_u, start.embedding, start.finetune_head)
+    return MultiStageNet(emb, head_u, head, emb_bar)
+
+
+def summed_test_loss(p: Problem, t: MultiStageNet) -> float:
     """The summed finetuning test loss, sum_t f(x_t)."""
     with torch.no_grad():
         out = t.finetune_head(t.embedding(p.tx))

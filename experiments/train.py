@@ -20,16 +20,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as nnf
 from torch import Tensor, nn
 
+from influence.losses import Loss, cross_entropy
 from influence.progress import progress
 
-Loss = Callable[[Tensor, Tensor], Tensor]
-
-
-def _cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
-    return nnf.cross_entropy(outputs, targets, reduction="none")
+from .models import in_chunks
 
 
 @dataclass
@@ -46,7 +42,7 @@ class StageObjective:
     forward: Callable[[Tensor], Tensor]
     x: Tensor
     y: Tensor
-    loss: Loss = _cross_entropy
+    loss: Loss = cross_entropy
     l2: float = 0.0
     weights: Tensor | None = None
     proximity: tuple[Sequence[nn.Parameter], Sequence[Tensor], float] | None = None
@@ -73,6 +69,24 @@ class StageObjective:
     def gradient_norm(self) -> float:
         grads = torch.autograd.grad(self.value(), list(self.params))
         return torch.sqrt(sum((g**2).sum() for g in grads)).item()
+
+
+def finetune_objective(case: str, embedding: nn.Module, head: nn.Module, x: Tensor, y: Tensor, *,
+                       pretrained: nn.Module | None = None, alpha: float = 0.0, l2: float = 0.0) -> StageObjective:
+    """The finetuning objective of either case, the one place training tells them apart.
+
+    ``"fixed"`` (eq. 2): F over Theta alone; W is frozen, so its outputs are computed once.
+    ``"updated"`` (eq. 12): F + alpha ||W - W_bar||^2 over (W, Theta), W_bar from ``pretrained``.
+    """
+    if case == "fixed":
+        return StageObjective(list(head.parameters()), head, in_chunks(embedding, x), y, l2=l2)
+    if case == "updated":
+        if pretrained is None:
+            raise ValueError("pretrained: case 'updated' needs the pretrained embedding W_bar")
+        anchors = [w.detach().clone() for w in pretrained.parameters()]
+        return StageObjective([*embedding.parameters(), *head.parameters()], lambda v: head(embedding(v)), x, y,
+                              l2=l2, proximity=(list(embedding.parameters()), anchors, alpha))
+    raise ValueError(f"case: expected 'fixed' or 'updated', got {case!r}")
 
 
 def fit_lbfgs(objective: StageObjective, *, tol: float = 1e-10, max_iter: int = 5000, restarts: int = 5) -> float:

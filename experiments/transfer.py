@@ -35,10 +35,10 @@ from influence.solvers import Solver
 
 from . import data as datasets
 from .configs import TransferConfig
-from .models import MultiStageNet, table_a
+from .models import MultiStageNet, in_chunks, table_a
 from .provenance import provenance
 from .stats import agreement
-from .train import AdamRun, StageObjective, batch_indices, fit_adam
+from .train import AdamRun, StageObjective, batch_indices, finetune_objective, fit_adam
 
 Pair = tuple[Tensor, Tensor]
 
@@ -75,21 +75,16 @@ def load_transfer_data(config: TransferConfig) -> TransferData:
 
 @dataclass
 class TrainedTransfer:
-    """Both stages trained: the network (embedding = W*), W_bar, and Adam's states to resume from."""
+    """Both stages trained: the network (embedding W*, and W_bar), and Adam's states to resume from."""
 
     net: MultiStageNet
-    pretrained_embedding: nn.Module  # W_bar; the same module as net.embedding in Case 1
     pretrain_adam: dict
     finetune_adam: dict
     history: dict[str, list[float]]
 
     def multistage(self, config: TransferConfig) -> MultiStage:
         """The :class:`MultiStage` view of these weights, with the config's case and alpha."""
-        n = self.net
-        if config.case == "updated":
-            return MultiStage(n.embedding, n.pretrain_head, n.finetune_head, case="updated", alpha=config.alpha,
-                              pretrained_embedding=self.pretrained_embedding)
-        return MultiStage(n.embedding, n.pretrain_head, n.finetune_head)
+        return self.net.multistage(case=config.case, alpha=config.alpha)
 
 
 def _pretrain(config: TransferConfig, embedding: nn.Module, head: nn.Module, data: Pair, *, steps: int, seed: int,
@@ -101,16 +96,15 @@ def _pretrain(config: TransferConfig, embedding: nn.Module, head: nn.Module, dat
 
 def _finetune(config: TransferConfig, embedding: nn.Module, head: nn.Module, pretrained: nn.Module, data: Pair, *,
               steps: int, seed: int, state: dict | None = None, desc: str = "finetuning") -> AdamRun:
-    x, y = data
-    if config.case == "fixed":
-        with torch.no_grad():  # W is frozen: its outputs are computed once
-            features = torch.cat([embedding(x[i : i + 1000]) for i in range(0, len(x), 1000)])
-        objective = StageObjective(list(head.parameters()), head, features, y)
-    else:
-        anchors = [w.detach().clone() for w in pretrained.parameters()]
-        objective = StageObjective([*embedding.parameters(), *head.parameters()], lambda x: head(embedding(x)), x, y,
-                                   proximity=(list(embedding.parameters()), anchors, config.alpha))
+    objective = finetune_objective(config.case, embedding, head, *data, pretrained=pretrained, alpha=config.alpha)
     return fit_adam(objective, steps=steps, batch_size=config.batch_size, lr=config.lr, seed=seed, state=state, desc=desc)
+
+
+def _assembled(config: TransferConfig, net: MultiStageNet, pretrained: nn.Module) -> MultiStageNet:
+    """The trained weights: W_bar alone where finetuning froze W, else W* beside W_bar."""
+    if config.case == "fixed":  # the finetuned copy of W equals W_bar: keep one module
+        return MultiStageNet(pretrained, net.pretrain_head, net.finetune_head)
+    return MultiStageNet(net.embedding, net.pretrain_head, net.finetune_head, pretrained)
 
 
 def cache_dir() -> Path:
@@ -136,9 +130,8 @@ def train_transfer(config: TransferConfig, data: TransferData, *, cache: bool = 
             for module, name in ((net.embedding, "embedding"), (net.pretrain_head, "pretrain_head"),
                                  (net.finetune_head, "finetune_head"), (pretrained, "pretrained_embedding")):
                 module.load_state_dict(saved["weights"][name])
-            embedding = pretrained if config.case == "fixed" else net.embedding
-            return TrainedTransfer(MultiStageNet(embedding, net.pretrain_head, net.finetune_head), pretrained,
-                                   saved["pretrain_adam"], saved["finetune_adam"], saved["history"])
+            return TrainedTransfer(_assembled(config, net, pretrained), saved["pretrain_adam"], saved["finetune_adam"],
+                                   saved["history"])
         except (OSError, KeyError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
             warnings.warn(f"retraining: the cached weights at {path} cannot be used ({error})", stacklevel=2)
 
@@ -148,9 +141,8 @@ def train_transfer(config: TransferConfig, data: TransferData, *, cache: bool = 
     pretrained = copy.deepcopy(net.embedding)  # W_bar
     fine = _finetune(config, net.embedding, net.finetune_head, pretrained, data.finetune,
                      steps=config.finetune_steps, seed=config.seed)
-    embedding = pretrained if config.case == "fixed" else net.embedding
-    trained = TrainedTransfer(MultiStageNet(embedding, net.pretrain_head, net.finetune_head), pretrained, pre.state,
-                              fine.state, {"pretrain": pre.history, "finetune": fine.history})
+    trained = TrainedTransfer(_assembled(config, net, pretrained), pre.state, fine.state,
+                              {"pretrain": pre.history, "finetune": fine.history})
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         weights = {"embedding": net.embedding.state_dict(), "pretrain_head": net.pretrain_head.state_dict(),
@@ -160,22 +152,17 @@ def train_transfer(config: TransferConfig, data: TransferData, *, cache: bool = 
     return trained
 
 
-def mean_loss(embedding: nn.Module, head: nn.Module, data: Pair, batch: int = 1000) -> float:
+def mean_loss(embedding: nn.Module, head: nn.Module, data: Pair) -> float:
     """Mean cross-entropy of ``head(embedding(x))`` over ``data``."""
     x, y = data
-    with torch.no_grad():
-        total = sum(nnf.cross_entropy(head(embedding(x[i : i + batch])), y[i : i + batch], reduction="sum").item()
-                    for i in range(0, len(y), batch))
-    return total / len(y)
+    losses = nnf.cross_entropy(in_chunks(lambda xb: head(embedding(xb)), x), y, reduction="none")
+    return losses.double().mean().item()
 
 
-def accuracy(embedding: nn.Module, head: nn.Module, data: Pair, batch: int = 1000) -> float:
+def accuracy(embedding: nn.Module, head: nn.Module, data: Pair) -> float:
     """Fraction of ``data`` that ``head(embedding(x))`` classifies correctly."""
     x, y = data
-    with torch.no_grad():
-        right = sum((head(embedding(x[i : i + batch])).argmax(1) == y[i : i + batch]).sum().item()
-                    for i in range(0, len(y), batch))
-    return right / len(y)
+    return (in_chunks(lambda xb: head(embedding(xb)), x).argmax(1) == y).double().mean().item()
 
 
 def _subset(data: Pair, n: int | None, seed: int) -> Pair:
@@ -259,7 +246,7 @@ def retrained_loss(config: TransferConfig, data: TransferData, trained: TrainedT
     if remove is not None:
         weights = torch.full((m,), 1 / (m - 1))
         weights[remove] = 0.0
-    embedding = copy.deepcopy(trained.pretrained_embedding)
+    embedding = copy.deepcopy(trained.net.pretrained_embedding)
     head_u = copy.deepcopy(trained.net.pretrain_head)
     head_t = copy.deepcopy(trained.net.finetune_head)
     _pretrain(config, embedding, head_u, data.pretrain, steps=config.retrain_pretrain_steps, seed=config.continuation_seed,
@@ -305,11 +292,8 @@ def _rounded(values: Tensor) -> list[float]:
 def misclassified(trained: TrainedTransfer, test: Pair, k: int, seed: int = 0) -> Tensor:
     """``k`` finetuning test points the finetuned model gets wrong, drawn at random (Fig. 4)."""
     x, y = test
-    with torch.no_grad():
-        wrong = torch.cat([
-            (trained.net.finetune_head(trained.net.embedding(x[i : i + 1000])).argmax(1) != y[i : i + 1000]).nonzero().flatten() + i
-            for i in range(0, len(y), 1000)
-        ])
+    predicted = in_chunks(lambda xb: trained.net.finetune_head(trained.net.embedding(xb)), x).argmax(1)
+    wrong = (predicted != y).nonzero().flatten()
     return wrong[torch.randperm(len(wrong), generator=torch.Generator().manual_seed(seed))[:k]]
 
 
@@ -386,7 +370,7 @@ def run_validation(config: TransferConfig, *, identity: bool = False, pairs: int
         "config": config.as_dict(),
         "m": len(data.pretrain[1]),
         "n_test": len(data.test[1]),
-        "pretrain_accuracy": accuracy(trained.pretrained_embedding, trained.net.pretrain_head, data.pretrain_test),
+        "pretrain_accuracy": accuracy(trained.net.pretrained_embedding, trained.net.pretrain_head, data.pretrain_test),
         "finetune_accuracy": accuracy(trained.net.embedding, trained.net.finetune_head, data.test),
         "scores": _rounded(scores),
         "solves": dataclasses.asdict(report),
