@@ -8,7 +8,8 @@ import torch
 
 from experiments import configs, sec41
 from experiments import transfer as experiment
-from experiments.configs import CPU, PAPER, QUICK, TransferConfig
+from experiments.configs import CPU, PAPER, QUICK, TRAINING_FIELDS, TransferConfig
+from experiments.data import DatasetNotFoundError
 from experiments.provenance import read_results
 
 TINY = TransferConfig(
@@ -20,7 +21,10 @@ TINY = TransferConfig(
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return experiment.load_transfer_data(TINY)
+    try:
+        return experiment.load_transfer_data(TINY)
+    except DatasetNotFoundError as error:
+        pytest.skip(f"needs MNIST: {error}")
 
 
 @pytest.fixture
@@ -93,6 +97,73 @@ def test_run_validation_end_to_end(tiny_data, cache, case):
     assert -1 <= result["agreement"]["controlled"]["pearson_r"] <= 1
     assert len(result["identity"]["predicted"]) == TINY.removals
     assert result["pairs"][0]["test_label"] != result["pairs"][0]["predicted_label"]
+    # The relations that define the outputs:
+    scores, m, n_test = torch.tensor(result["scores"]), result["m"], result["n_test"]
+    idx = torch.tensor(v["indices"])
+    expected = (-scores[idx] / (m * n_test)).tolist()  # eq. 8, removal is eps = -1/m, loss is a mean over x_t
+    assert v["predicted"] == pytest.approx(expected, rel=1e-5)  # the stored scores are rounded to 6 digits
+    drift = v["control_loss"] - v["original_loss"]
+    assert v["controlled"] == pytest.approx([r - drift for r in v["raw"]], abs=1e-12)
+    identity = torch.tensor(result["identity"]["scores"])
+    assert result["identity"]["predicted"] == pytest.approx((-identity[idx] / (m * n_test)).tolist(), rel=1e-5)
+    from experiments.stats import agreement
+
+    assert result["agreement"]["controlled"]["pearson_r"] == pytest.approx(
+        agreement(v["predicted"], v["controlled"]).pearson_r, abs=1e-12)
+
+
+def test_rescore_keeps_measurements_and_recomputes_predictions(tiny_data, cache):
+    result = experiment.run_validation(TINY, identity=True, pairs=0)
+    again = experiment.rescore(result, identity=True)
+    v, w = result["validation"], again["validation"]
+    assert (w["indices"], w["raw"], w["controlled"]) == (v["indices"], v["raw"], v["controlled"])
+    assert w["predicted"] == pytest.approx(v["predicted"], rel=1e-4)  # the same library, the same weights
+    assert again["rescored"]["before"]["agreement"] == result["agreement"]
+    assert again["rescored"]["after"]["exact zeros"] == int((torch.tensor(again["scores"]) == 0).sum())
+    tampered = {**result, "validation": {**v, "original_loss": v["original_loss"] + 1e-3}}
+    with pytest.raises(RuntimeError, match="differ from the measured ones"):
+        experiment.rescore(tampered)
+
+
+@pytest.mark.parametrize("field", TRAINING_FIELDS)
+def test_every_training_field_changes_the_cache_key(field):
+    value = getattr(TINY, field)
+    changed = {
+        str: {"mnist": "cifar10", "fixed": "updated"}.get(value, value + "x") if isinstance(value, str) else None,
+        tuple: (*value, 9) if isinstance(value, tuple) else None,
+        float: value * 2 + 1e-3 if isinstance(value, float) else None,
+        int: value + 1 if isinstance(value, int) else None,
+        type(None): 100,
+    }[type(value)]
+    assert TINY.replace(**{field: changed}).training_key() != TINY.training_key()
+
+
+def test_every_dataclass_field_that_shapes_training_is_keyed():
+    """A new field that changes training must join TRAINING_FIELDS; the others only score or validate."""
+    scoring_or_validation = {"test_size", "retrain_pretrain_steps", "retrain_finetune_steps", "pretrain_damping",
+                             "finetune_damping", "hessian_examples", "finetune_hessian_examples", "cg_iters",
+                             "removals", "retrain_seed"}
+    fields = set(TINY.as_dict())
+    assert fields == set(TRAINING_FIELDS) | scoring_or_validation, sorted(fields ^ (set(TRAINING_FIELDS) | scoring_or_validation))
+
+
+def test_case2_cache_reloads_both_w_star_and_w_bar(tiny_data, cache, monkeypatch):
+    config = TINY.replace(case="updated")
+    first = experiment.train_transfer(config, tiny_data)
+    assert first.net.pretrained_embedding is not first.net.embedding
+    moved = sum((a - b).norm() for a, b in zip(first.net.embedding.parameters(),
+                                                first.net.pretrained_embedding.parameters()))
+    assert moved > 0  # finetuning moved W away from W_bar
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained although the cache holds these weights")
+
+    monkeypatch.setattr(experiment, "fit_adam", no_training)
+    again = experiment.train_transfer(config, tiny_data)
+    for a, b in ((first.net.embedding, again.net.embedding), (first.net.pretrained_embedding,
+                                                              again.net.pretrained_embedding)):
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert again.net.pretrained_embedding is not again.net.embedding
 
 
 def test_scales_keep_paper_hyperparameters():

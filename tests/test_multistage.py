@@ -1,6 +1,9 @@
 """MultiStage against dense algebra, finite differences and leave-one-out retraining."""
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -9,6 +12,8 @@ from torch.func import functional_call, hessian, jacrev
 from influence import CG, Exact, Identity, MultiStage
 
 from experiments import toy as toys
+from experiments.models import MultiStageNet
+from experiments.train import StageObjective, finetune_objective
 
 
 def _unflatten(module: nn.Module, vec: Tensor) -> dict[str, Tensor]:
@@ -23,19 +28,24 @@ def _vec(*modules: nn.Module) -> Tensor:
     return torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
 
 
-def dense_parts(p: toys.Problem, t: toys.Trained) -> dict[str, Tensor]:
-    """H_G, dg(z), d2F (over (W, Theta), with its L2 term) and df(x_t), by torch.func.hessian / jacrev."""
+def dense_parts(p: toys.Problem, t: MultiStageNet, g_loss=None, f_loss=None) -> dict[str, Tensor]:
+    """H_G, dg(z), d2F (over (W, Theta), with its L2 term) and df(x_t), by torch.func.hessian / jacrev.
+
+    ``g_loss`` and ``f_loss`` are per-example losses (default cross-entropy); the modules are
+    evaluated as they are (put them in eval mode first where that matters).
+    """
     emb_bar, emb, hu, ht = t.pretrained_embedding, t.embedding, t.pretrain_head, t.finetune_head
     nw = sum(q.numel() for q in emb.parameters())
-    ce = nn.functional.cross_entropy
+    g_loss = g_loss or (lambda out, y: nn.functional.cross_entropy(out, y, reduction="none"))
+    f_loss = f_loss or (lambda out, y: nn.functional.cross_entropy(out, y, reduction="none"))
 
     def g_losses(wu: Tensor, x: Tensor, y: Tensor) -> Tensor:
         feats = functional_call(emb_bar, _unflatten(emb_bar, wu[:nw]), (x,))
-        return ce(functional_call(hu, _unflatten(hu, wu[nw:]), (feats,)), y, reduction="none")
+        return g_loss(functional_call(hu, _unflatten(hu, wu[nw:]), (feats,)), y)
 
     def f_losses(wt: Tensor, x: Tensor, y: Tensor) -> Tensor:
         feats = functional_call(emb, _unflatten(emb, wt[:nw]), (x,))
-        return ce(functional_call(ht, _unflatten(ht, wt[nw:]), (feats,)), y, reduction="none")
+        return f_loss(functional_call(ht, _unflatten(ht, wt[nw:]), (feats,)), y)
 
     wu0, wt0 = _vec(emb_bar, hu), _vec(emb, ht)
     return dict(
@@ -47,9 +57,9 @@ def dense_parts(p: toys.Problem, t: toys.Trained) -> dict[str, Tensor]:
     )
 
 
-def dense_scores(p: toys.Problem, t: toys.Trained, case: str, per_test: bool = False) -> Tensor:
+def dense_scores(p: toys.Problem, t: MultiStageNet, case: str, per_test: bool = False, **losses) -> Tensor:
     """Theorem 1 (eqs. 6, 9, 10) or eqs. 13-15 written out with torch.linalg.solve."""
-    d = dense_parts(p, t)
+    d = dense_parts(p, t, **losses)
     nw, h_f, test_grads = d["nw"], d["h_f"], d["test_grads"]
     i_wbar = -torch.linalg.solve(d["h_g"], d["grads_g"].T)[:nw]  # eq. 9 / 14, one column per z
     if case == "fixed":
@@ -64,7 +74,7 @@ def dense_scores(p: toys.Problem, t: toys.Trained, case: str, per_test: bool = F
     return per.T if per_test else per.sum(0)
 
 
-def _ms(p: toys.Problem, t: toys.Trained, case: str) -> MultiStage:
+def _ms(p: toys.Problem, t: MultiStageNet, case: str) -> MultiStage:
     kw = dict(pretrained_embedding=t.pretrained_embedding, alpha=p.alpha) if case == "updated" else {}
     return MultiStage(
         t.embedding, t.pretrain_head, t.finetune_head,
@@ -139,7 +149,7 @@ def test_identity_replaces_every_inverse(trained):
     assert _rel(got, d["grads_g"][:, :nw] @ u_w) <= 1e-10
 
 
-def _central_difference(p: toys.Problem, t: toys.Trained, case: str, i: int, eps: float) -> float:
+def _central_difference(p: toys.Problem, t: MultiStageNet, case: str, i: int, eps: float) -> float:
     def loss_at(e: float) -> float:
         weights = torch.full((len(p.zy),), 1 / len(p.zy), dtype=torch.float64)
         weights[i] += e
@@ -206,3 +216,70 @@ def test_squared_cg_handles_indefinite_hessian():
         x, info = plain.solve(Matrix(h), b)
     assert not info.converged
     assert not _rel(x, exact) < 1.0  # diverged (or NaN): no digit of H^-1 b is right
+
+
+def _regression_problem(case: str) -> tuple[toys.Problem, MultiStageNet, dict]:
+    """Two regression stages with different losses: MSE with float targets, then log-cosh."""
+    g = torch.Generator().manual_seed(3)
+
+    def mse(out: Tensor, y: Tensor) -> Tensor:
+        return ((out - y) ** 2).sum(-1)
+
+    def log_cosh(out: Tensor, y: Tensor) -> Tensor:
+        return torch.log(torch.cosh(out - y)).sum(-1)
+
+    def data(k: int, outputs: int) -> tuple[Tensor, Tensor]:
+        x = torch.randn(k, 3, generator=g, dtype=torch.float64)
+        return x, torch.tanh(x[:, :outputs] * 1.5) + 0.1 * torch.randn(k, outputs, generator=g, dtype=torch.float64)
+
+    p = toys.Problem(*data(50, 2), *data(30, 1), *data(5, 1), pretrain_l2=1e-2, finetune_l2=1e-2, alpha=0.05)
+    torch.manual_seed(0)
+    emb, hu, ht = nn.Sequential(nn.Linear(3, 4), nn.Tanh()).double(), nn.Linear(4, 2).double(), nn.Linear(4, 1).double()
+    toys._fit(StageObjective([*emb.parameters(), *hu.parameters()], lambda x: hu(emb(x)), p.zx, p.zy, loss=mse,
+                             l2=p.pretrain_l2))
+    if case == "fixed":
+        objective = finetune_objective("fixed", emb, ht, p.xx, p.xy, l2=p.finetune_l2)
+        net = MultiStageNet(emb, hu, ht)
+    else:
+        emb_star = copy.deepcopy(emb)
+        objective = finetune_objective("updated", emb_star, ht, p.xx, p.xy, pretrained=emb, alpha=p.alpha,
+                                       l2=p.finetune_l2)
+        net = MultiStageNet(emb_star, hu, ht, emb)
+    objective.loss = log_cosh
+    toys._fit(objective)
+    return p, net, dict(g_loss=mse, f_loss=log_cosh)
+
+
+@pytest.mark.parametrize("case", ["fixed", "updated"])
+def test_custom_losses_are_scored_as_given(case):
+    """pretrain_loss and finetune_loss reach g and f, each in its own stage (a swap would fail here)."""
+    p, net, losses = _regression_problem(case)
+    ms = net.multistage(pretrain_loss=losses["g_loss"], finetune_loss=losses["f_loss"], pretrain_l2=p.pretrain_l2,
+                        finetune_l2=p.finetune_l2, alpha=p.alpha)
+    got = ms.scores(**_data(p), pretrain_solver=Exact(), finetune_solver=Exact())
+    want = dense_scores(p, net, case, **losses)
+    assert _rel(got, want) <= 1e-8
+    swapped = dense_scores(p, net, case, g_loss=losses["f_loss"], f_loss=losses["g_loss"])
+    assert _rel(swapped, want) > 1e-2  # the check can tell the two losses apart
+
+
+def test_scores_are_taken_in_eval_mode():
+    """Dropout and BatchNorm act as at inference while scoring, and the modules' modes are restored."""
+    p = toys.make_problem()
+    torch.manual_seed(0)
+    emb = nn.Sequential(nn.Linear(3, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Dropout(0.5)).double()
+    hu, ht = nn.Linear(6, 3).double(), nn.Linear(6, 2).double()
+    with torch.no_grad():  # running statistics far from a fresh BatchNorm's, so train mode would differ
+        for _ in range(20):
+            emb(3 * p.zx + 1)
+    net = MultiStageNet(emb, hu, ht)
+    for m in (emb, hu, ht):
+        m.train()
+    ms = net.multistage(pretrain_l2=0.1, finetune_l2=0.1)
+    with pytest.warns(RuntimeWarning, match="gradient norm"):  # untrained: not stationary, and that is fine here
+        got = ms.scores(**_data(p), pretrain_solver=Exact(), finetune_solver=Exact())
+    assert emb.training and hu.training and ht.training
+    for m in (emb, hu, ht):
+        m.eval()
+    q = dataclasses.replace(p, pretrain_l2=0.1, finetune_l2=0.1)
+    assert _rel(got, dense_scores(q, net, "fixed")) <= 1e-8
