@@ -115,7 +115,7 @@ def main() -> None:
     bound = products_g * t_hvp + products_f * t_hvp_f + t_batched
 
     rows = [
-        ("scoring: per-candidate backward loop / batched JVP", t_loop / t_batched, ">= 20x (GPU); CPU: see DESIGN 6"),
+        ("scoring: per-candidate backward loop / batched JVP", t_loop / t_batched, ">= 20x (GPU); on CPU the bound is the forward-pass ratio below"),
         ("scoring: batched JVP / no-grad forward", t_batched / t_forward, "<= 3x"),
         ("scoring: chunked vmap(grad) / no-grad forward", t_vmap / t_forward, "(fallback path)"),
         ("HVP / gradient, same 1,000 examples", t_hvp / t_grad, "<= 3x"),

@@ -166,7 +166,7 @@ class DataHessian:
 def jvp_losses(losses: Callable[[Tensor], Tensor], at: Tensor, tangents: Tensor) -> Tensor:
     """Directional derivatives of a vector of per-example losses: ``J(at) . t``.
 
-    This scores a whole batch of candidates at once (DESIGN section 3): with ``t = v2`` the
+    This scores a whole batch of candidates at once (line 5 of Algorithm 1): with ``t = v2`` the
     result is ``v2 . dg(z)/d(W,U)`` for every z in the batch, about one forward pass of cost,
     with no per-example gradient materialized. ``tangents`` is ``[p]`` (result ``[B]``) or a
     block ``[k, p]`` (result ``[B, k]``).
