@@ -39,11 +39,13 @@ class ParamSpace:
 
     @classmethod
     def of(cls, module: nn.Module) -> ParamSpace:
+        """The parameter space of ``module``, in ``named_parameters`` order."""
         named = list(module.named_parameters())
         return cls(tuple(n for n, _ in named), tuple(p.shape for _, p in named))
 
     @property
     def numel(self) -> int:
+        """How many numbers the flat vector holds."""
         return sum(s.numel() for s in self.shapes)
 
     def flatten(self, tensors: Mapping[str, Tensor] | nn.Module) -> Tensor:
@@ -143,6 +145,7 @@ class DataHessian:
 
     @property
     def dim(self) -> int:
+        """The number of parameters: the Hessian is ``dim x dim``."""
         return self.at.numel()
 
     def matvec(self, v: Tensor) -> Tensor:

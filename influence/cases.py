@@ -71,7 +71,8 @@ class EmbeddingFixed(Case):
         return DataHessian(ms._head_losses, ms.theta_star, _features(ms, finetune), ms.finetune_l2)
 
     def first_rhs(self, ms: MultiStage, test_grad: Tensor) -> Tensor:
-        return test_grad[..., ms.W.numel :]  # df/dTheta
+        """``df/dTheta``: line 2 of Algorithm 1 inverts the Theta block alone."""
+        return test_grad[..., ms.W.numel :]
 
     def pullback(self, ms: MultiStage, v1: Tensor, test_grad: Tensor, finetune: Examples) -> Tensor:
         """``(d2F/dTheta dW)^T v1 - df/dW``: the bracket of eq. 11, transposed."""
@@ -108,13 +109,15 @@ class EmbeddingUpdated(Case):
         return DataHessian(ms.finetune_losses, ms.finetune_point, lambda: iter(finetune), diagonal)
 
     def first_rhs(self, ms: MultiStage, test_grad: Tensor) -> Tensor:
-        return test_grad  # df/d(W, Theta)
+        """``df/d(W, Theta)``: eq. 15 solves with K over both blocks."""
+        return test_grad
 
     def pullback(self, ms: MultiStage, v1: Tensor, test_grad: Tensor, finetune: Examples) -> Tensor:
         """``-2 alpha [v1]_W`` (eq. 15)."""
         return -2 * self.alpha * v1[..., : ms.W.numel]
 
     def finetune_gradient(self, ms: MultiStage, finetune_hessian: DataHessian) -> Tensor:
+        """The gradient of ``F + alpha ||W - W_bar||^2``: the proximity term pulls W toward W_bar."""
         grad = super().finetune_gradient(ms, finetune_hessian)
         grad[: ms.W.numel] += 2 * self.alpha * (ms.w_star - ms.w_bar)
         return grad

@@ -35,6 +35,7 @@ def positive_int(value: Any, name: str) -> int:
 
 
 def flag(value: Any, name: str) -> bool:
+    """A bool, not merely something truthy."""
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
     return value

@@ -79,6 +79,7 @@ class Examples:
 
     @property
     def num_batches(self) -> int:
+        """How many minibatches one pass yields (for progress bars)."""
         if self.loader is not None:
             return len(self.loader)
         return -(-len(self.y) // self.batch_size)

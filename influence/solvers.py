@@ -46,12 +46,15 @@ class Matrix:
 
     @property
     def dim(self) -> int:
+        """The number of rows."""
         return self.matrix.shape[0]
 
     def matvec(self, v: Tensor) -> Tensor:
+        """``A v``, or ``A V`` for a block ``[k, p]``."""
         return v @ self.matrix.T
 
     def to_dense(self) -> Tensor:
+        """The matrix itself."""
         return self.matrix
 
 
