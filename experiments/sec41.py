@@ -110,3 +110,16 @@ def rescore_section41(path: str | Path, only: Sequence[str] | None = None) -> di
         experiments[name] = rescore(experiments[name], identity="identity" in experiments[name], pairs=cheap_pairs)
         write_results(path, stored["config"], stored["results"])
     return stored
+
+
+def damping_study(results: str | Path, out: str | Path, name: str = "mnist-fixed", **options: Any) -> dict[str, Any]:
+    """:func:`~experiments.damping.damping_sweep` on experiment ``name`` of the results file ``results``,
+    written with provenance to ``out`` (the removals and their measurements are read, not remade)."""
+    from .damping import damping_sweep
+
+    experiments = read_results(results)["results"].get("experiments", {})
+    if name not in experiments:
+        raise ValueError(f"name: {results} holds no experiment {name!r}; run it first")
+    sweep = damping_sweep(experiments[name], **options)
+    write_results(out, {"experiment": name, "results": str(results), **{k: str(v) for k, v in options.items()}}, sweep)
+    return sweep

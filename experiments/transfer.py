@@ -165,7 +165,8 @@ def accuracy(embedding: nn.Module, head: nn.Module, data: Pair) -> float:
     return (in_chunks(lambda xb: head(embedding(xb)), x).argmax(1) == y).double().mean().item()
 
 
-def _subset(data: Pair, n: int | None, seed: int) -> Pair:
+def subsample(data: Pair, n: int | None, seed: int) -> Pair:
+    """``n`` examples of ``data`` drawn without replacement by a seeded generator (all where None)."""
     x, y = data
     if n is None or n >= len(y):
         return data
@@ -174,26 +175,29 @@ def _subset(data: Pair, n: int | None, seed: int) -> Pair:
 
 
 def transfer_scores(config: TransferConfig, data: TransferData, trained: TrainedTransfer, *,
-                    identity: bool = False, test: Pair | None = None, per_test: bool = False) -> tuple[Tensor, Report]:
-    """Scores of every pretraining example on the summed test loss (eq. 8), or per test point,
-    with the report of the solves.
+                    identity: bool = False, test: Pair | None = None, per_test: bool = False,
+                    candidates: Pair | None = None, solvers: dict[str, Solver] | None = None) -> tuple[Tensor, Report]:
+    """Scores of every pretraining example (or of ``candidates``) on the summed test loss (eq. 8),
+    or per test point, with the report of the solves.
 
     H_G is the Hessian over ``config.hessian_examples`` sampled pretraining examples, as in
-    Appendix B. ``identity=True`` replaces both inverse Hessians by I (Fig. 3).
+    Appendix B. ``identity=True`` replaces both inverse Hessians by I (Fig. 3); ``solvers``
+    (``pretrain_solver``, ``finetune_solver``) replaces the config's CG solvers.
     """
-    solvers: dict[str, Solver] = (
-        dict(pretrain_solver=Identity(), finetune_solver=Identity()) if identity else
-        dict(pretrain_solver=CG(config.pretrain_damping, config.cg_iters),
-             finetune_solver=CG(config.finetune_damping, config.cg_iters))
-    )
+    if solvers is None:
+        solvers = (
+            dict(pretrain_solver=Identity(), finetune_solver=Identity()) if identity else
+            dict(pretrain_solver=CG(config.pretrain_damping, config.cg_iters),
+                 finetune_solver=CG(config.finetune_damping, config.cg_iters))
+        )
     ms = trained.multistage(config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scores = ms.scores(
-            pretrain=_subset(data.pretrain, config.hessian_examples, config.seed),
-            finetune=_subset(data.finetune, config.finetune_hessian_examples, config.seed),
+            pretrain=subsample(data.pretrain, config.hessian_examples, config.seed),
+            finetune=subsample(data.finetune, config.finetune_hessian_examples, config.seed),
             test=data.test if test is None else test,
-            candidates=data.pretrain,
+            candidates=data.pretrain if candidates is None else candidates,
             per_test=per_test,
             **solvers,
         )
@@ -389,6 +393,23 @@ def run_validation(config: TransferConfig, *, identity: bool = False, pairs: int
     return result
 
 
+def measured_weights(experiment: dict[str, Any]) -> tuple[TransferConfig, TransferData, TrainedTransfer, float]:
+    """The config, data and trained weights a stored experiment measured its removals from.
+
+    Retrains (or loads) them from the stored config and checks that they are those weights:
+    the original test loss must match the stored one to 1e-6. Returns that loss too.
+    """
+    config = TransferConfig.from_dict(experiment["config"])
+    data = load_transfer_data(config)
+    trained = train_transfer(config, data)
+    stored = experiment["validation"]["original_loss"]
+    original = mean_loss(trained.net.embedding, trained.net.finetune_head, data.test)
+    if abs(original - stored) > 1e-6:
+        raise RuntimeError(f"the retrained weights differ from the measured ones: test loss {original!r}, "
+                           f"stored {stored!r}; the stored differences do not belong to them")
+    return config, data, trained, original
+
+
 def rescore(experiment: dict[str, Any], *, identity: bool = False, pairs: int = 0) -> dict[str, Any]:
     """An experiment of a results file, scored again by the current library; its measurements kept.
 
@@ -398,15 +419,9 @@ def rescore(experiment: dict[str, Any], *, identity: bool = False, pairs: int = 
     1e-6), scores again, and recomputes every prediction and r against the stored differences.
     Returns the updated experiment, with ``"rescored"`` saying what changed.
     """
-    config = TransferConfig.from_dict(experiment["config"])
     start = time.perf_counter()
-    data = load_transfer_data(config)
-    trained = train_transfer(config, data)
+    config, data, trained, original = measured_weights(experiment)
     stored = experiment["validation"]
-    original = mean_loss(trained.net.embedding, trained.net.finetune_head, data.test)
-    if abs(original - stored["original_loss"]) > 1e-6:
-        raise RuntimeError(f"the retrained weights differ from the measured ones: test loss {original!r}, "
-                           f"stored {stored['original_loss']!r}; the stored differences do not belong to them")
     scores, report = transfer_scores(config, data, trained)
     m, n_test = len(data.pretrain[1]), len(data.test[1])
     indices = torch.tensor(stored["indices"])

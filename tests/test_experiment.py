@@ -199,3 +199,33 @@ def test_retest_measures_the_same_removals_with_another_batch_order(tiny_data, c
     again = experiment.validate(TINY, tiny_data, experiment.train_transfer(TINY, tiny_data),
                                 torch.tensor(stored["scores"]), torch.tensor(first["indices"][:1]))
     assert again.controlled == [first["controlled"][0]]
+
+
+def test_lanczos_finds_the_extreme_eigenvalues():
+    from experiments.spectrum import lanczos
+    from influence.solvers import Matrix
+
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(60, 60, generator=g, dtype=torch.float64))
+    eigenvalues = torch.cat([torch.tensor([-0.5, 7.0]), torch.linspace(0.01, 1.0, 58)]).double()
+    ritz = lanczos(Matrix(q @ torch.diag(eigenvalues) @ q.T), 30)
+    assert ritz[0].item() == pytest.approx(-0.5, rel=1e-6) and ritz[-1].item() == pytest.approx(7.0, rel=1e-8)
+    full = lanczos(Matrix(q @ torch.diag(eigenvalues) @ q.T), 60)  # k = n: every eigenvalue
+    assert torch.allclose(full, eigenvalues.sort().values, rtol=1e-8, atol=1e-10)
+
+
+def test_damping_sweep_predicts_the_stored_removals_again(tiny_data, cache):
+    from experiments.damping import damping_sweep
+
+    result = experiment.run_validation(TINY, identity=True, pairs=0)
+    sweep = damping_sweep(result, dampings=(1e-3, 1.0), stages=("pretrain",), iters=5, lanczos_steps=5)
+    assert [(r["on"], r["damping"]) for r in sweep["rows"]] == [("H^2", 1e-3), ("H^2", 1.0), ("H", 1e-3), ("H", 1.0)]
+    # the identity limit is Fig. 3's ablation on the same removals
+    assert sweep["identity"]["controlled"]["pearson_r"] == pytest.approx(
+        result["identity"]["agreement"]["controlled"]["pearson_r"], abs=1e-5)
+    lowest = sweep["ritz_values"][0]
+    for row in sweep["rows"]:
+        if "skipped" in row:
+            assert row["on"] == "H" and row["damping"] <= -lowest
+        else:
+            assert -1 <= row["controlled"]["pearson_r"] <= 1 and row["iterations"] <= 5
