@@ -4,6 +4,7 @@
 #   make test          pytest: the library, every chapter at quick scale, the book in headless Chromium
 #   make bench         the benchmarks of bench/ (ratios, not seconds)
 #   make assignments   solution-free chapters for a class, in _build/assignments/
+#   make style         ruff: lint and format check (pyproject.toml [tool.ruff]); make format fixes
 #   make reproduce     a section's full-scale experiments (SECTION=sec41 SCALE=cpu|paper), into book/results/
 SHELL := /bin/bash
 VENV := .venv
@@ -17,7 +18,7 @@ ifeq ($(origin INFLUENCE_DATA), undefined)
   endif
 endif
 
-.PHONY: venv book test bench assignments reproduce clean
+.PHONY: venv book test bench assignments reproduce style format clean
 
 venv: $(INSTALLED)
 
@@ -49,6 +50,16 @@ SECTION ?= sec41
 SCALE ?= cpu
 reproduce: $(INSTALLED)
 	$(PYTHON) -m tools.reproduce $(SECTION) --scale $(SCALE)
+
+STYLED := influence experiments tests tools bench book
+
+style: $(INSTALLED)
+	$(PYTHON) -m ruff check $(STYLED)
+	$(PYTHON) -m ruff format --check $(STYLED)
+
+format: $(INSTALLED)
+	$(PYTHON) -m ruff format $(STYLED)
+	$(PYTHON) -m ruff check --fix $(STYLED)
 
 clean:
 	rm -rf _build

@@ -6,6 +6,7 @@ to ``bench/results.json`` with the hardware and the date.
 
     python bench/run.py            # or: make bench
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from influence import CG, MultiStage
-from influence.autodiff import per_example_grads
 from experiments.models import table_a
 from experiments.provenance import provenance
+from influence import CG, MultiStage
+from influence.autodiff import per_example_grads
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -38,13 +39,24 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=5000)
     parser.add_argument("--hessian-examples", type=int, default=1000)
     parser.add_argument("--finetune-examples", type=int, default=5000)
-    parser.add_argument("--iters", type=int, default=20, help="CG iterations of each solve in the whole-call ratio")
+    parser.add_argument(
+        "--iters",
+        type=int,
+        default=20,
+        help="CG iterations of each solve in the whole-call ratio",
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).with_name("results.json")
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
-    warnings.simplefilter("ignore", RuntimeWarning)  # an untrained net is not stationary; timing only
+    warnings.simplefilter(
+        "ignore", RuntimeWarning
+    )  # an untrained net is not stationary; timing only
 
     torch.manual_seed(0)
     net = table_a("mnist", 4, 6)
@@ -81,14 +93,24 @@ def main() -> None:
         return ms.score_candidates((zx, zy), v2, batch_size=batch)
 
     def vmap_scores() -> torch.Tensor:
-        return torch.cat([per_example_grads(ms.pretrain_losses, at, zx[i : i + batch], zy[i : i + batch]) @ v2 for i in range(0, args.candidates, batch)])
+        return torch.cat(
+            [
+                per_example_grads(
+                    ms.pretrain_losses, at, zx[i : i + batch], zy[i : i + batch]
+                )
+                @ v2
+                for i in range(0, args.candidates, batch)
+            ]
+        )
 
     def loop_scores() -> torch.Tensor:
         params = [p for m in (net.embedding, net.pretrain_head) for p in m.parameters()]
         out = torch.empty(args.candidates, device=device)
         v_parts = torch.split(v2, [p.numel() for p in params])
         for i in range(args.candidates):
-            loss = torch.nn.functional.cross_entropy(net.pretrain_head(net.embedding(zx[i : i + 1])), zy[i : i + 1])
+            loss = torch.nn.functional.cross_entropy(
+                net.pretrain_head(net.embedding(zx[i : i + 1])), zy[i : i + 1]
+            )
             grads = torch.autograd.grad(loss, params)
             out[i] = sum((g.reshape(-1) * v).sum() for g, v in zip(grads, v_parts))
         return out
@@ -106,7 +128,10 @@ def main() -> None:
     t_grad = timed(h_g.loss_gradient)
     t_hvp_f = timed(lambda: h_f.matvec(torch.randn(h_f.dim, device=device)))
 
-    solvers = dict(pretrain_solver=CG(damping=1e-2, iters=args.iters, tol=1e-30), finetune_solver=CG(damping=1e-8, iters=args.iters, tol=1e-30))
+    solvers = dict(
+        pretrain_solver=CG(damping=1e-2, iters=args.iters, tol=1e-30),
+        finetune_solver=CG(damping=1e-8, iters=args.iters, tol=1e-30),
+    )
     data = dict(pretrain=(hx, hy), finetune=(xx, xy), test=(tx, ty), candidates=(zx, zy))
     t_whole = timed(lambda: ms.scores(**data, **solvers, batch_size=batch))
     products_g = ms.report.pretrain_solves[0].hessian_vector_products
@@ -115,24 +140,45 @@ def main() -> None:
     bound = products_g * t_hvp + products_f * t_hvp_f + t_batched
 
     rows = [
-        ("scoring: per-candidate backward loop / batched JVP", t_loop / t_batched, ">= 20x (GPU); on CPU the bound is the forward-pass ratio below"),
+        (
+            "scoring: per-candidate backward loop / batched JVP",
+            t_loop / t_batched,
+            ">= 20x (GPU); on CPU the bound is the forward-pass ratio below",
+        ),
         ("scoring: batched JVP / no-grad forward", t_batched / t_forward, "<= 3x"),
-        ("scoring: chunked vmap(grad) / no-grad forward", t_vmap / t_forward, "(fallback path)"),
+        (
+            "scoring: chunked vmap(grad) / no-grad forward",
+            t_vmap / t_forward,
+            "(fallback path)",
+        ),
         ("HVP / gradient, same 1,000 examples", t_hvp / t_grad, "<= 3x"),
         ("whole scores() / lower bound of its parts", t_whole / bound, "<= 1.3x"),
     ]
-    print(f"\nMNIST network of Table A on {device} ({torch.get_num_threads()} threads), {args.candidates} candidates")
+    print(
+        f"\nMNIST network of Table A on {device} ({torch.get_num_threads()} threads), {args.candidates} candidates"
+    )
     print(f"batched and looped scores agree to relative error {agreement:.1e}\n")
     print(f"{'ratio':55s} {'measured':>9s}  target")
     for name, value, target in rows:
         print(f"{name:55s} {value:8.2f}x  {target}")
-    print(f"\nseconds: forward {t_forward:.2f}, batched {t_batched:.2f}, vmap {t_vmap:.2f}, loop {t_loop:.2f}, "
-          f"HVP {t_hvp:.3f}, gradient {t_grad:.3f}, finetune HVP {t_hvp_f:.3f}, whole {t_whole:.2f}, bound {bound:.2f}")
+    print(
+        f"\nseconds: forward {t_forward:.2f}, batched {t_batched:.2f}, vmap {t_vmap:.2f}, loop {t_loop:.2f}, "
+        f"HVP {t_hvp:.3f}, gradient {t_grad:.3f}, finetune HVP {t_hvp_f:.3f}, whole {t_whole:.2f}, bound {bound:.2f}"
+    )
     result = {
         "ratios": {name: round(value, 3) for name, value, _ in rows},
         "targets": {name: target for name, _, target in rows},
-        "seconds": dict(forward=t_forward, batched=t_batched, vmap=t_vmap, loop=t_loop, hvp=t_hvp, gradient=t_grad,
-                        finetune_hvp=t_hvp_f, whole=t_whole, bound=bound),
+        "seconds": dict(
+            forward=t_forward,
+            batched=t_batched,
+            vmap=t_vmap,
+            loop=t_loop,
+            hvp=t_hvp,
+            gradient=t_grad,
+            finetune_hvp=t_hvp_f,
+            whole=t_whole,
+            bound=bound,
+        ),
         "config": vars(args) | {"out": str(args.out)},
         "provenance": provenance(device),
     }

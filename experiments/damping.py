@@ -15,6 +15,7 @@ readings open, which this sweep covers:
 The removals and their measured differences are the stored ones, so nothing is retrained.
 A damping picked for its r is post hoc; the sweep shows what damping does, not which to use.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,14 +31,19 @@ from influence import CG, Identity
 from .provenance import provenance
 from .spectrum import lanczos
 from .stats import agreement
-from .transfer import subsample, measured_weights, transfer_scores
+from .transfer import measured_weights, subsample, transfer_scores
 
 DAMPINGS = tuple(10.0**e for e in range(-10, 1))  # 1e-10 ... 1
 
 
-def damping_sweep(experiment: dict[str, Any], dampings: Sequence[float] = DAMPINGS, *,
-                  stages: Sequence[str] = ("pretrain", "finetune"), iters: int = 200,
-                  lanczos_steps: int = 40) -> dict[str, Any]:
+def damping_sweep(
+    experiment: dict[str, Any],
+    dampings: Sequence[float] = DAMPINGS,
+    *,
+    stages: Sequence[str] = ("pretrain", "finetune"),
+    iters: int = 200,
+    lanczos_steps: int = 40,
+) -> dict[str, Any]:
     """Pearson r of the stored removals' predictions against their measured differences, per damping.
 
     For each stage in ``stages`` the damping of that stage's solve runs over ``dampings`` on H^2
@@ -58,7 +64,9 @@ def damping_sweep(experiment: dict[str, Any], dampings: Sequence[float] = DAMPIN
 
     def measured_against(scores: torch.Tensor) -> dict[str, Any]:
         predicted = (-scores / (m * n_test)).tolist()
-        out = {"controlled": dataclasses.asdict(agreement(predicted, stored["controlled"]))}
+        out = {
+            "controlled": dataclasses.asdict(agreement(predicted, stored["controlled"]))
+        }
         if retest is not None:
             position = {int(i): j for j, i in enumerate(stored["indices"])}
             again = retest["validation"]
@@ -67,33 +75,61 @@ def damping_sweep(experiment: dict[str, Any], dampings: Sequence[float] = DAMPIN
         return out
 
     rows = []
-    own = {"pretrain": CG(config.pretrain_damping, config.cg_iters),
-           "finetune": CG(config.finetune_damping, config.cg_iters)}
+    own = {
+        "pretrain": CG(config.pretrain_damping, config.cg_iters),
+        "finetune": CG(config.finetune_damping, config.cg_iters),
+    }
     for stage in stages:
         for squared in (True, False):
             for damping in dampings:
-                row: dict[str, Any] = {"stage": stage, "on": "H^2" if squared else "H", "damping": damping}
+                row: dict[str, Any] = {
+                    "stage": stage,
+                    "on": "H^2" if squared else "H",
+                    "damping": damping,
+                }
                 if not squared and stage == "pretrain" and damping <= -lowest:
-                    row["skipped"] = f"H_G + lambda I is not positive definite (h_min about {lowest:.3g})"
+                    row["skipped"] = (
+                        f"H_G + lambda I is not positive definite (h_min about {lowest:.3g})"
+                    )
                     rows.append(row)
                     continue
                 solvers = {f"{s}_solver": own[s] for s in own}
                 solvers[f"{stage}_solver"] = CG(damping, iters, squared=squared)
                 began = time.perf_counter()
                 with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # the report below keeps what they say
-                    scores, report = transfer_scores(config, data, trained, candidates=candidates, solvers=solvers)
-                solve = (report.pretrain_solves if stage == "pretrain" else report.finetune_solves)[0]
-                row.update(measured_against(scores), iterations=solve.iterations,
-                           relative_residual=solve.relative_residual, converged=solve.converged,
-                           seconds=time.perf_counter() - began)
+                    warnings.simplefilter(
+                        "ignore", RuntimeWarning
+                    )  # the report below keeps what they say
+                    scores, report = transfer_scores(
+                        config, data, trained, candidates=candidates, solvers=solvers
+                    )
+                solve = (
+                    report.pretrain_solves
+                    if stage == "pretrain"
+                    else report.finetune_solves
+                )[0]
+                row.update(
+                    measured_against(scores),
+                    iterations=solve.iterations,
+                    relative_residual=solve.relative_residual,
+                    converged=solve.converged,
+                    seconds=time.perf_counter() - began,
+                )
                 rows.append(row)
-    identity, _ = transfer_scores(config, data, trained, candidates=candidates,
-                                  solvers=dict(pretrain_solver=Identity(), finetune_solver=Identity()))
+    identity, _ = transfer_scores(
+        config,
+        data,
+        trained,
+        candidates=candidates,
+        solvers=dict(pretrain_solver=Identity(), finetune_solver=Identity()),
+    )
     return {
         "experiment": config.dataset + "-" + config.case,
         "hessian_examples": len(sample[1]),
-        "appendix_b": {"pretrain": config.pretrain_damping, "finetune": config.finetune_damping},
+        "appendix_b": {
+            "pretrain": config.pretrain_damping,
+            "finetune": config.finetune_damping,
+        },
         "rows": rows,
         "identity": measured_against(identity),
         "ritz_values": ritz.tolist(),

@@ -18,6 +18,7 @@ instead: select a task with :func:`task_split` first, then convert the subset wi
 >>> x, y = task_split(*load_cifar10(train=True, raw=True), classes=[0, 8], n=1000)
 >>> x = to_unit(x)   # [1000, 3, 32, 32] float32, labels 0 (airplane) and 1 (ship)
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,16 @@ ENV_VAR = "INFLUENCE_DATA"
 DEFAULT_ROOT = Path.home() / ".cache" / "influence"
 
 CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 
 
@@ -99,10 +109,14 @@ def load_cifar10(train: bool = True, *, raw: bool = False) -> tuple[Tensor, Tens
     else:  # the official batches, downloaded first when online
         hwc, labels = _cifar10_torchvision(root, train, looked=[batches, archive])
     x = torch.from_numpy(np.ascontiguousarray(hwc)).permute(0, 3, 1, 2)
-    return (x if raw else to_unit(x)), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    return (x if raw else to_unit(x)), torch.as_tensor(
+        np.asarray(labels), dtype=torch.int64
+    )
 
 
-def _cifar10_torchvision(root: Path, train: bool, looked: Sequence[Path]) -> tuple[np.ndarray, list[int]]:
+def _cifar10_torchvision(
+    root: Path, train: bool, looked: Sequence[Path]
+) -> tuple[np.ndarray, list[int]]:
     from torchvision.datasets import CIFAR10
 
     try:
@@ -141,11 +155,17 @@ def task_split(
     missing = [c for c in classes if not bool((y == c).any())]
     if missing:
         raise ValueError(f"classes: {missing} do not occur in y")
-    index = torch.nonzero(torch.isin(y, torch.tensor(classes, dtype=y.dtype)), as_tuple=True)[0]
+    index = torch.nonzero(
+        torch.isin(y, torch.tensor(classes, dtype=y.dtype)), as_tuple=True
+    )[0]
     if n is not None:
         if not 0 < n <= len(index):
-            raise ValueError(f"n: expected 1 to {len(index)} (the examples of classes {classes}), got {n}")
-        pick = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))[:n]
+            raise ValueError(
+                f"n: expected 1 to {len(index)} (the examples of classes {classes}), got {n}"
+            )
+        pick = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))[
+            :n
+        ]
         index = index[pick.sort().values]
     xs, ys = x[index], y[index]
     if relabel:

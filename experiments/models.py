@@ -4,6 +4,7 @@
 activation is tanh, and the last layer of a head has none. The CNN layers are the
 embedding, shared by both stages; the fully connected layers are task-specific heads.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,7 +17,9 @@ from torch import Tensor, nn
 from influence import MultiStage
 
 MNIST_FEATURES = 64 * 4 * 4  # 28 -conv5-> 24 -pool-> 12 -conv5-> 8 -pool-> 4
-CIFAR_FEATURES = 128 * 2 * 2  # 32 -conv3-> 30 -conv4-> 27 -pool-> 13 -conv2-> 12 -pool-> 6 -conv2-> 5 -pool-> 2
+CIFAR_FEATURES = (
+    128 * 2 * 2
+)  # 32 -conv3-> 30 -conv4-> 27 -pool-> 13 -conv2-> 12 -pool-> 6 -conv2-> 5 -pool-> 2
 
 
 @dataclass
@@ -26,10 +29,14 @@ class MultiStageNet:
     The one container for trained two-stage weights, the toy problems' and Table A's alike.
     """
 
-    embedding: nn.Module  # W: W* after finetuning (Case 2), or W_bar where finetuning froze it (Case 1)
+    embedding: (
+        nn.Module
+    )  # W: W* after finetuning (Case 2), or W_bar where finetuning froze it (Case 1)
     pretrain_head: nn.Module  # U
     finetune_head: nn.Module  # Theta
-    pretrained_embedding: nn.Module | None = None  # W_bar; None: the embedding itself (W frozen, Case 1)
+    pretrained_embedding: nn.Module | None = (
+        None  # W_bar; None: the embedding itself (W frozen, Case 1)
+    )
 
     def __post_init__(self) -> None:
         if self.pretrained_embedding is None:
@@ -41,8 +48,14 @@ class MultiStageNet:
         Where W_bar is a module of its own, finetuning moved W, and ``case="updated"`` is implied.
         """
         if self.pretrained_embedding is not self.embedding:
-            kwargs = {"case": "updated", "pretrained_embedding": self.pretrained_embedding, **kwargs}
-        return MultiStage(self.embedding, self.pretrain_head, self.finetune_head, **kwargs)
+            kwargs = {
+                "case": "updated",
+                "pretrained_embedding": self.pretrained_embedding,
+                **kwargs,
+            }
+        return MultiStage(
+            self.embedding, self.pretrain_head, self.finetune_head, **kwargs
+        )
 
 
 def in_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, size: int = 1000) -> Tensor:
@@ -54,8 +67,12 @@ def in_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, size: int = 1000) -> Te
 def mnist_embedding() -> nn.Sequential:
     """Table A, MNIST: CONV 32 5x5+1, MAX-POOL 2x2+2, CONV 64 5x5+1, MAX-POOL 2x2+2 (tanh)."""
     return nn.Sequential(
-        nn.Conv2d(1, 32, 5), nn.Tanh(), nn.MaxPool2d(2, 2),
-        nn.Conv2d(32, 64, 5), nn.Tanh(), nn.MaxPool2d(2, 2),
+        nn.Conv2d(1, 32, 5),
+        nn.Tanh(),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(32, 64, 5),
+        nn.Tanh(),
+        nn.MaxPool2d(2, 2),
         nn.Flatten(),
     )
 
@@ -66,25 +83,39 @@ def mnist_head(n_classes: int) -> nn.Linear:
 
 
 def cifar_embedding() -> nn.Sequential:
-    """Table A, CIFAR: CONV 32 3x3+1, CONV 64 4x4+1, MAX-POOL 2x2+2, then twice CONV 128 2x2+1, MAX-POOL 2x2+2 (tanh)."""
+    """Table A, CIFAR: CONV 32 3x3+1, CONV 64 4x4+1, MAX-POOL 2x2+2, then twice
+    CONV 128 2x2+1, MAX-POOL 2x2+2 (tanh)."""
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3), nn.Tanh(),
-        nn.Conv2d(32, 64, 4), nn.Tanh(), nn.MaxPool2d(2, 2),
-        nn.Conv2d(64, 128, 2), nn.Tanh(), nn.MaxPool2d(2, 2),
-        nn.Conv2d(128, 128, 2), nn.Tanh(), nn.MaxPool2d(2, 2),
+        nn.Conv2d(3, 32, 3),
+        nn.Tanh(),
+        nn.Conv2d(32, 64, 4),
+        nn.Tanh(),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(64, 128, 2),
+        nn.Tanh(),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(128, 128, 2),
+        nn.Tanh(),
+        nn.MaxPool2d(2, 2),
         nn.Flatten(),
     )
 
 
 def cifar_head(n_classes: int, hidden: int = 1500) -> nn.Sequential:
     """Table A, CIFAR: FC 1500 (tanh), FC <# classes>."""
-    return nn.Sequential(nn.Linear(CIFAR_FEATURES, hidden), nn.Tanh(), nn.Linear(hidden, n_classes))
+    return nn.Sequential(
+        nn.Linear(CIFAR_FEATURES, hidden), nn.Tanh(), nn.Linear(hidden, n_classes)
+    )
 
 
 def table_a(dataset: str, pretrain_classes: int, finetune_classes: int) -> MultiStageNet:
     """The Table A network for ``"mnist"`` or ``"cifar10"``, with heads sized for the two tasks."""
     if dataset == "mnist":
-        return MultiStageNet(mnist_embedding(), mnist_head(pretrain_classes), mnist_head(finetune_classes))
+        return MultiStageNet(
+            mnist_embedding(), mnist_head(pretrain_classes), mnist_head(finetune_classes)
+        )
     if dataset == "cifar10":
-        return MultiStageNet(cifar_embedding(), cifar_head(pretrain_classes), cifar_head(finetune_classes))
+        return MultiStageNet(
+            cifar_embedding(), cifar_head(pretrain_classes), cifar_head(finetune_classes)
+        )
     raise ValueError(f"dataset: expected 'mnist' or 'cifar10', got {dataset!r}")

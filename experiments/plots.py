@@ -4,6 +4,7 @@ Every figure states its finding in the title, labels its axes with units, writes
 where the paper has a number, shows it beside ours. :func:`use_book_style` sets the one
 seaborn style and palette of the book.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,11 +47,19 @@ def predicted_vs_actual(
     if np.ptp(a) > 0:
         slope, intercept = np.polyfit(a, p, 1)
         xs = np.linspace(a.min(), a.max(), 2)
-        ax.plot(xs, slope * xs + intercept, color=sns.color_palette(PALETTE)[1], lw=1.5, label="least squares")
+        ax.plot(
+            xs,
+            slope * xs + intercept,
+            color=sns.color_palette(PALETTE)[1],
+            lw=1.5,
+            label="least squares",
+        )
     if diagonal:
         lo, hi = min(a.min(), p.min()), max(a.max(), p.max())
         ax.plot([lo, hi], [lo, hi], ls=":", color="grey", lw=1, label="y = x")
-    stats_line = f"ours: r = {fit.pearson_r:.3f}, rho = {fit.spearman_rho:.3f}, n = {fit.n}"
+    stats_line = (
+        f"ours: r = {fit.pearson_r:.3f}, rho = {fit.spearman_rho:.3f}, n = {fit.n}"
+    )
     if paper_r is not None:
         stats_line += f"; paper: r = {paper_r:.2f}"
     # the numbers go under the title, where no point can hide behind them
@@ -84,11 +93,21 @@ def convergence(
     for name, values in errors.items():
         e = np.asarray(values, dtype=float)
         if e.shape != h.shape or not (e > 0).all():
-            raise ValueError(f"errors[{name!r}] must be {len(h)} positive numbers, got {e}")
+            raise ValueError(
+                f"errors[{name!r}] must be {len(h)} positive numbers, got {e}"
+            )
         slopes[name] = float(np.polyfit(np.log(h), np.log(e), 1)[0])
         ax.loglog(h, e, marker="o", lw=1.5, label=f"{name}: slope {slopes[name]:.2f}")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.text(0.97, 0.03, f"n = {len(h)} step sizes", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
+    ax.text(
+        0.97,
+        0.03,
+        f"n = {len(h)} step sizes",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=8,
+    )
     ax.legend(loc="upper left", fontsize=8)
     return ax, slopes
 
@@ -105,11 +124,21 @@ def influential_pairs(
     """
     if not pairs:
         raise ValueError("pairs: nothing to draw")
-    fig, axes = plt.subplots(len(pairs), 2, figsize=(4.6, 2.4 * len(pairs)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(pairs), 2, figsize=(4.6, 2.4 * len(pairs)), squeeze=False
+    )
     for row, (test_image, test_caption, pre_image, pre_caption) in zip(axes, pairs):
-        for ax, image, caption, head in ((row[0], test_image, test_caption, "finetuning test image"),
-                                         (row[1], pre_image, pre_caption, "most harmful pretraining image")):
-            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        for ax, image, caption, head in (
+            (row[0], test_image, test_caption, "finetuning test image"),
+            (row[1], pre_image, pre_caption, "most harmful pretraining image"),
+        ):
+            ax.imshow(
+                image,
+                cmap="gray" if image.ndim == 2 else None,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
             ax.set_title(head, fontsize=8)
             ax.set_xlabel(caption, fontsize=8)
             ax.set_xticks([])
@@ -133,13 +162,21 @@ def validation_figure(
     against one measured change, with the paper's r beside ours. y = x is drawn on the
     panels named in ``diagonal``: only a measure that isolates the removal can sit on it.
     """
-    fig, axes = plt.subplots(1, len(measured), figsize=(5.0 * len(measured), 4.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(measured), figsize=(5.0 * len(measured), 4.4), squeeze=False
+    )
     fits = {}
     for ax, (name, values) in zip(axes[0], measured.items()):
-        _, fits[name] = predicted_vs_actual(predicted, values, title=name, paper_r=paper_r, ax=ax,
-                                            diagonal=name in diagonal,
-                                            xlabel=f"{name} change in mean test loss (nats)",
-                                            ylabel="predicted change in mean test loss (nats)")
+        _, fits[name] = predicted_vs_actual(
+            predicted,
+            values,
+            title=name,
+            paper_r=paper_r,
+            ax=ax,
+            diagonal=name in diagonal,
+            xlabel=f"{name} change in mean test loss (nats)",
+            ylabel="predicted change in mean test loss (nats)",
+        )
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig, fits
@@ -164,22 +201,45 @@ def proximity_sweep(
     """
     a, dist = np.asarray(alphas, dtype=float), np.asarray(distances, dtype=float)
     if a.ndim != 1 or a.shape != dist.shape or len(a) < 2:
-        raise ValueError(f"alphas and distances must be 1-D, of equal length >= 2, got {a.shape} and {dist.shape}")
+        raise ValueError(
+            f"alphas and distances must be 1-D, of equal length >= 2, got {a.shape} and {dist.shape}"
+        )
     if not ((a > 0).all() and (dist > 0).all()):
         raise ValueError("alphas and distances must be positive (log axes)")
     ax = ax or plt.subplots(figsize=(5.2, 4.4))[1]
     colors = sns.color_palette(PALETTE)
-    ax.loglog(a, dist, marker="o", lw=1.5, color=colors[0], label=r"$\|W^* - \bar W\|$, eq. 12")
+    ax.loglog(
+        a, dist, marker="o", lw=1.5, color=colors[0], label=r"$\|W^* - \bar W\|$, eq. 12"
+    )
     top = dist.max()
     if unconstrained is not None:
-        ax.axhline(unconstrained, ls="--", lw=1, color="grey", label=r"$\alpha = 0$ (eq. 3)")
+        ax.axhline(
+            unconstrained, ls="--", lw=1, color="grey", label=r"$\alpha = 0$ (eq. 3)"
+        )
         top = max(top, unconstrained)
     if gradient_at_w_bar is not None:
-        ax.loglog(a, gradient_at_w_bar / (2 * a), ls=":", lw=1.5, color=colors[1],
-                  label=r"$\|\partial F/\partial W\|\,/\,2\alpha$ at Case 1's $(\bar W, \Theta^*)$")
+        ax.loglog(
+            a,
+            gradient_at_w_bar / (2 * a),
+            ls=":",
+            lw=1.5,
+            color=colors[1],
+            label=r"$\|\partial F/\partial W\|\,/\,2\alpha$ at Case 1's $(\bar W, \Theta^*)$",
+        )
     ax.set_ylim(dist.min() / 2, top * 2)
-    ax.set(title=title, xlabel=r"proximity coefficient $\alpha$ (eq. 12)",
-           ylabel=r"$\|W^* - \bar W\|$ (Euclidean norm)")
-    ax.text(0.97, 0.03, f"n = {len(a)} values of alpha", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
+    ax.set(
+        title=title,
+        xlabel=r"proximity coefficient $\alpha$ (eq. 12)",
+        ylabel=r"$\|W^* - \bar W\|$ (Euclidean norm)",
+    )
+    ax.text(
+        0.97,
+        0.03,
+        f"n = {len(a)} values of alpha",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=8,
+    )
     ax.legend(loc="lower left", fontsize=8)
     return ax

@@ -1,4 +1,5 @@
 """Where a result came from: the commit, the hardware, the software and the date."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,19 @@ import torch
 
 def _commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return out.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -40,11 +52,22 @@ def provenance(device: torch.device | str = "cpu") -> dict[str, str]:
     }
 
 
-def write_results(path: str | Path, config: dict[str, Any], results: dict[str, Any], device: torch.device | str = "cpu") -> Path:
+def write_results(
+    path: str | Path,
+    config: dict[str, Any],
+    results: dict[str, Any],
+    device: torch.device | str = "cpu",
+) -> Path:
     """Write ``{"config", "provenance", "results"}`` as JSON, creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"config": config, "provenance": provenance(device), "results": results}, indent=1) + "\n")
+    path.write_text(
+        json.dumps(
+            {"config": config, "provenance": provenance(device), "results": results},
+            indent=1,
+        )
+        + "\n"
+    )
     return path
 
 
@@ -52,5 +75,7 @@ def read_results(path: str | Path) -> dict[str, Any]:
     """Read a results file written by :func:`write_results`, with a clear error where it is missing."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no results at {path}: run the full-scale command that writes it (see the chapter)")
+        raise FileNotFoundError(
+            f"no results at {path}: run the full-scale command that writes it (see the chapter)"
+        )
     return json.loads(path.read_text())

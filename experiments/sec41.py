@@ -1,6 +1,7 @@
 """Section 4.1 end to end: run its experiments into a results file, measure their removals again
 (:func:`retest`), and score them again with the current library (:func:`rescore_section41`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,11 +15,21 @@ import torch
 from .configs import RETEST_SEED, RETEST_SIZE, SCALES, SECTION_41, TransferConfig
 from .provenance import provenance, read_results, write_results
 from .stats import agreement
-from .transfer import load_transfer_data, rescore, run_validation, train_transfer, validate
+from .transfer import (
+    load_transfer_data,
+    rescore,
+    run_validation,
+    train_transfer,
+    validate,
+)
 
 
-def reproduce_section41(path: str | Path, scale: str = "cpu", only: Sequence[str] | None = None,
-                        retest_too: bool = True) -> dict[str, Any]:
+def reproduce_section41(
+    path: str | Path,
+    scale: str = "cpu",
+    only: Sequence[str] | None = None,
+    retest_too: bool = True,
+) -> dict[str, Any]:
     """Run section 4.1 at ``scale`` and write the results, with provenance, to ``path``.
 
     Each experiment is written as soon as it finishes, into the ``experiments`` of the file,
@@ -31,26 +42,46 @@ def reproduce_section41(path: str | Path, scale: str = "cpu", only: Sequence[str
     names = list(SECTION_41) if only is None else list(only)
     unknown = [n for n in names if n not in SECTION_41]
     if unknown:
-        raise ValueError(f"only: unknown experiments {unknown}; expected some of {list(SECTION_41)}")
+        raise ValueError(
+            f"only: unknown experiments {unknown}; expected some of {list(SECTION_41)}"
+        )
     path = Path(path)
     done = read_results(path)["results"] if path.exists() else {"experiments": {}}
     for name in names:
         config = SCALES[scale][name]
-        start, source = time.perf_counter(), provenance()  # the code as it was when the run began
+        start, source = (
+            time.perf_counter(),
+            provenance(),
+        )  # the code as it was when the run began
         result = run_validation(config, **SECTION_41[name])
-        done["experiments"][name] = {"scale": scale, "minutes": (time.perf_counter() - start) / 60,
-                                     "provenance": source, **result}
-        config_of_file = {"scale": scale, "experiments": {n: e["config"] for n, e in done["experiments"].items()}}
+        done["experiments"][name] = {
+            "scale": scale,
+            "minutes": (time.perf_counter() - start) / 60,
+            "provenance": source,
+            **result,
+        }
+        config_of_file = {
+            "scale": scale,
+            "experiments": {n: e["config"] for n, e in done["experiments"].items()},
+        }
         write_results(path, config_of_file, done)
         if retest_too:
             size = RETEST_SIZE[name]
-            size = None if size is None else min(size, len(done["experiments"][name]["validation"]["indices"]))
-            done["experiments"][name]["retest"] = retest(done["experiments"][name], RETEST_SEED, size)
+            size = (
+                None
+                if size is None
+                else min(size, len(done["experiments"][name]["validation"]["indices"]))
+            )
+            done["experiments"][name]["retest"] = retest(
+                done["experiments"][name], RETEST_SEED, size
+            )
             write_results(path, config_of_file, done)
     return done
 
 
-def retest(experiment: dict[str, Any], retrain_seed: int, size: int | None = None) -> dict[str, Any]:
+def retest(
+    experiment: dict[str, Any], retrain_seed: int, size: int | None = None
+) -> dict[str, Any]:
     """Measure an experiment's removals again, with continued training drawing other batches.
 
     ``experiment`` is one entry of a section-4.1 results file (or :func:`run_validation`'s
@@ -62,14 +93,18 @@ def retest(experiment: dict[str, Any], retrain_seed: int, size: int | None = Non
     """
     config = TransferConfig.from_dict(experiment["config"])
     if retrain_seed == config.continuation_seed:
-        raise ValueError(f"retrain_seed: {retrain_seed} is the seed the first measurement used; pick another")
+        raise ValueError(
+            f"retrain_seed: {retrain_seed} is the seed the first measurement used; pick another"
+        )
     config = config.replace(retrain_seed=retrain_seed)
     v = experiment["validation"]
     positions = list(range(len(v["indices"])))
     if size is not None:
         if not 3 <= size <= len(positions):
             raise ValueError(f"size: expected 3 to {len(positions)} removals, got {size}")
-        positions = [round(j * (len(positions) - 1) / (size - 1)) for j in range(size)]  # distinct: spacing >= 1
+        positions = [
+            round(j * (len(positions) - 1) / (size - 1)) for j in range(size)
+        ]  # distinct: spacing >= 1
     start, source = time.perf_counter(), provenance()
     data = load_transfer_data(config)
     trained = train_transfer(config, data)
@@ -77,15 +112,28 @@ def retest(experiment: dict[str, Any], retrain_seed: int, size: int | None = Non
     again = validate(config, data, trained, torch.tensor(experiment["scores"]), indices)
     before = [v["controlled"][j] for j in positions]
     return {
-        "retrain_seed": retrain_seed, "positions": positions, "validation": again.as_dict(),
-        "agreement": {"with the first measurement": dataclasses.asdict(agreement(before, again.controlled)),
-                      "with the prediction": dataclasses.asdict(agreement(again.predicted, again.controlled)),
-                      "first measurement with the prediction": dataclasses.asdict(agreement(again.predicted, before))},
-        "minutes": (time.perf_counter() - start) / 60, "provenance": source,
+        "retrain_seed": retrain_seed,
+        "positions": positions,
+        "validation": again.as_dict(),
+        "agreement": {
+            "with the first measurement": dataclasses.asdict(
+                agreement(before, again.controlled)
+            ),
+            "with the prediction": dataclasses.asdict(
+                agreement(again.predicted, again.controlled)
+            ),
+            "first measurement with the prediction": dataclasses.asdict(
+                agreement(again.predicted, before)
+            ),
+        },
+        "minutes": (time.perf_counter() - start) / 60,
+        "provenance": source,
     }
 
 
-def retest_section41(path: str | Path, name: str, retrain_seed: int, size: int | None = None) -> dict[str, Any]:
+def retest_section41(
+    path: str | Path, name: str, retrain_seed: int, size: int | None = None
+) -> dict[str, Any]:
     """:func:`retest` experiment ``name`` of the results file at ``path``; writes ``experiments[name]["retest"]``."""
     path = Path(path)
     stored = read_results(path)
@@ -97,7 +145,9 @@ def retest_section41(path: str | Path, name: str, retrain_seed: int, size: int |
     return experiments[name]["retest"]
 
 
-def rescore_section41(path: str | Path, only: Sequence[str] | None = None) -> dict[str, Any]:
+def rescore_section41(
+    path: str | Path, only: Sequence[str] | None = None
+) -> dict[str, Any]:
     """:func:`~experiments.transfer.rescore` each experiment of the results file at ``path``, in place.
 
     Fig. 4's per-test solves are recomputed where they are cheap (MNIST) and kept otherwise.
@@ -106,13 +156,19 @@ def rescore_section41(path: str | Path, only: Sequence[str] | None = None) -> di
     stored = read_results(path)
     experiments = stored["results"]["experiments"]
     for name in only or list(experiments):
-        cheap_pairs = len(experiments[name].get("pairs", [])) if name == "mnist-fixed" else 0
-        experiments[name] = rescore(experiments[name], identity="identity" in experiments[name], pairs=cheap_pairs)
+        cheap_pairs = (
+            len(experiments[name].get("pairs", [])) if name == "mnist-fixed" else 0
+        )
+        experiments[name] = rescore(
+            experiments[name], identity="identity" in experiments[name], pairs=cheap_pairs
+        )
         write_results(path, stored["config"], stored["results"])
     return stored
 
 
-def damping_study(results: str | Path, out: str | Path, name: str = "mnist-fixed", **options: Any) -> dict[str, Any]:
+def damping_study(
+    results: str | Path, out: str | Path, name: str = "mnist-fixed", **options: Any
+) -> dict[str, Any]:
     """:func:`~experiments.damping.damping_sweep` on experiment ``name`` of the results file ``results``,
     written with provenance to ``out`` (the removals and their measurements are read, not remade)."""
     from .damping import damping_sweep
@@ -121,5 +177,13 @@ def damping_study(results: str | Path, out: str | Path, name: str = "mnist-fixed
     if name not in experiments:
         raise ValueError(f"name: {results} holds no experiment {name!r}; run it first")
     sweep = damping_sweep(experiments[name], **options)
-    write_results(out, {"experiment": name, "results": str(results), **{k: str(v) for k, v in options.items()}}, sweep)
+    write_results(
+        out,
+        {
+            "experiment": name,
+            "results": str(results),
+            **{k: str(v) for k, v in options.items()},
+        },
+        sweep,
+    )
     return sweep

@@ -6,6 +6,7 @@ which is close to ``1/h`` only where ``|h| >> sqrt(lambda)``, and plain damping 
 keeps, one needs the eigenvalues h; :func:`lanczos` estimates the extreme ones from ``k``
 products, the way large-scale studies of neural-network Hessians do.
 """
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -23,8 +24,14 @@ class Operator(Protocol):
     def matvec(self, v: Tensor) -> Tensor: ...
 
 
-def lanczos(operator: Operator, steps: int, *, seed: int = 0, dtype: torch.dtype = torch.float64,
-            device: torch.device | str = "cpu") -> Tensor:
+def lanczos(
+    operator: Operator,
+    steps: int,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """Ritz values of ``operator`` after ``steps`` Lanczos iterations, in ascending order.
 
     Full reorthogonalization keeps the basis orthonormal in floating point (``steps`` is small).
@@ -39,7 +46,11 @@ def lanczos(operator: Operator, steps: int, *, seed: int = 0, dtype: torch.dtype
     alphas: list[float] = []
     betas: list[float] = []
     for j in range(steps):
-        w = operator.matvec(basis[j].to(device=device, dtype=dtype)).to(torch.float64).cpu()
+        w = (
+            operator.matvec(basis[j].to(device=device, dtype=dtype))
+            .to(torch.float64)
+            .cpu()
+        )
         alphas.append(float(w @ basis[j]))
         for _ in range(2):  # twice is enough (Kahan): orthogonal to rounding level
             stacked = torch.stack(basis)

@@ -1,4 +1,5 @@
 """How well predicted effects track measured ones: Pearson's r, Spearman's rho, and r's interval."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
 
 @dataclass(frozen=True)
 class Agreement:
@@ -33,13 +35,21 @@ class Agreement:
         return float(np.tanh(z - half)), float(np.tanh(z + half))
 
 
-def agreement(predicted: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> Agreement:
+def agreement(
+    predicted: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray
+) -> Agreement:
     """Pearson's r and Spearman's rho between two equally long sequences."""
     p, a = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
     if p.shape != a.shape or p.ndim != 1:
-        raise ValueError(f"predicted and actual must be 1-D and of equal length, got {p.shape} and {a.shape}")
+        raise ValueError(
+            f"predicted and actual must be 1-D and of equal length, got {p.shape} and {a.shape}"
+        )
     if len(p) < 3:
         raise ValueError(f"need at least 3 pairs for a correlation, got {len(p)}")
-    if np.ptp(p) == 0 or np.ptp(a) == 0:  # a constant side has no correlation: say so, not warn
+    if (
+        np.ptp(p) == 0 or np.ptp(a) == 0
+    ):  # a constant side has no correlation: say so, not warn
         return Agreement(float("nan"), float("nan"), len(p))
-    return Agreement(float(stats.pearsonr(p, a)[0]), float(stats.spearmanr(p, a)[0]), len(p))
+    return Agreement(
+        float(stats.pearsonr(p, a)[0]), float(stats.spearmanr(p, a)[0]), len(p)
+    )

@@ -5,6 +5,7 @@ by a 3-class pretraining task (head U) and a 2-class finetuning task (head Theta
 enough for dense Hessians, trained by L-BFGS and a few Newton steps to gradient norms below 1e-8, so that
 the optimality conditions the paper differentiates really hold.
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,10 +41,14 @@ def _fit(objective: StageObjective) -> None:
     fit_lbfgs(objective, tol=1e-9)
     norm = newton_polish(objective)
     if norm >= 1e-8:
-        raise RuntimeError(f"training stopped at gradient norm {norm:.2e}, not at a stationary point")
+        raise RuntimeError(
+            f"training stopped at gradient norm {norm:.2e}, not at a stationary point"
+        )
 
 
-def make_problem(m: int = 60, n: int = 40, n_test: int = 6, d: int = 3, seed: int = 0, **kw: float) -> Problem:
+def make_problem(
+    m: int = 60, n: int = 40, n_test: int = 6, d: int = 3, seed: int = 0, **kw: float
+) -> Problem:
     """Two related classification tasks on the same inputs: 3 classes to pretrain, 2 to finetune."""
     g = torch.Generator().manual_seed(seed)
     a = torch.randn(d, 3, generator=g, dtype=torch.float64)
@@ -51,23 +56,33 @@ def make_problem(m: int = 60, n: int = 40, n_test: int = 6, d: int = 3, seed: in
 
     def task(k: int, proj: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.randn(k, d, generator=g, dtype=torch.float64)
-        logits = x @ proj + 0.5 * torch.randn(k, proj.shape[1], generator=g, dtype=torch.float64)
+        logits = x @ proj + 0.5 * torch.randn(
+            k, proj.shape[1], generator=g, dtype=torch.float64
+        )
         return x, logits.argmax(1)
 
     return Problem(*task(m, a), *task(n, b), *task(n_test, b), **kw)
 
 
-def make_modules(d: int = 3, h: int = 4, seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module]:
+def make_modules(
+    d: int = 3, h: int = 4, seed: int = 0
+) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Embedding ``Linear(d, h) + tanh``, pretraining head ``Linear(h, 3)``, finetuning head ``Linear(h, 2)``."""
     torch.manual_seed(seed)
     emb = nn.Sequential(nn.Linear(d, h), nn.Tanh()).double()
     return emb, nn.Linear(h, 3).double(), nn.Linear(h, 2).double()
 
 
-def pretrain(p: Problem, emb: nn.Module, head: nn.Module, weights: Tensor | None = None) -> None:
+def pretrain(
+    p: Problem, emb: nn.Module, head: nn.Module, weights: Tensor | None = None
+) -> None:
     """Minimize G (eq. 1), optionally with example weights (eq. 4), in place."""
     params = [*emb.parameters(), *head.parameters()]
-    _fit(StageObjective(params, lambda x: head(emb(x)), p.zx, p.zy, l2=p.pretrain_l2, weights=weights))
+    _fit(
+        StageObjective(
+            params, lambda x: head(emb(x)), p.zx, p.zy, l2=p.pretrain_l2, weights=weights
+        )
+    )
 
 
 def finetune_fixed(p: Problem, emb: nn.Module, head: nn.Module) -> None:
@@ -75,17 +90,42 @@ def finetune_fixed(p: Problem, emb: nn.Module, head: nn.Module) -> None:
     _fit(finetune_objective("fixed", emb, head, p.xx, p.xy, l2=p.finetune_l2))
 
 
-def finetune_updated(p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module) -> None:
+def finetune_updated(
+    p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module
+) -> None:
     """Minimize F + alpha ||W - W_bar||^2 over (W, Theta) (eq. 12), in place."""
-    _fit(finetune_objective("updated", emb, head, p.xx, p.xy, pretrained=emb_bar, alpha=p.alpha, l2=p.finetune_l2))
+    _fit(
+        finetune_objective(
+            "updated",
+            emb,
+            head,
+            p.xx,
+            p.xy,
+            pretrained=emb_bar,
+            alpha=p.alpha,
+            l2=p.finetune_l2,
+        )
+    )
 
 
-def train(p: Problem, case: str, weights: Tensor | None = None, start: MultiStageNet | None = None) -> MultiStageNet:
+def train(
+    p: Problem,
+    case: str,
+    weights: Tensor | None = None,
+    start: MultiStageNet | None = None,
+) -> MultiStageNet:
     """Both stages to stationary points; ``start`` warm-starts retraining (for finite differences, leave-one-out)."""
     if start is None:
         emb, head_u, head_t = make_modules(d=p.zx.shape[1])
     else:
-        emb, head_u, head_t = (copy.deepcopy(m) for m in (start.pretrained_embedding, start.pretrain_head, start.finetune_head))
+        emb, head_u, head_t = (
+            copy.deepcopy(m)
+            for m in (
+                start.pretrained_embedding,
+                start.pretrain_head,
+                start.finetune_head,
+            )
+        )
     pretrain(p, emb, head_u, weights)
     if case == "fixed":
         finetune_fixed(p, emb, head_t)
@@ -107,19 +147,34 @@ def _set_flat(emb: nn.Module, head: nn.Module, x: Tensor) -> None:
     nn.utils.vector_to_parameters(x[n:], head.parameters())
 
 
-def _updated_objective(p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module,
-                       head_u: nn.Module) -> tuple[Any, Tensor]:
+def _updated_objective(
+    p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module, head_u: nn.Module
+) -> tuple[Any, Tensor]:
     """K and the gradient of ``F + alpha ||W - W_bar||^2`` over (W, Theta), at the modules' parameters."""
-    ms = MultiStage(emb, head_u, head, pretrain_l2=p.pretrain_l2, finetune_l2=p.finetune_l2,
-                    case="updated", alpha=p.alpha, pretrained_embedding=emb_bar)
+    ms = MultiStage(
+        emb,
+        head_u,
+        head,
+        pretrain_l2=p.pretrain_l2,
+        finetune_l2=p.finetune_l2,
+        case="updated",
+        alpha=p.alpha,
+        pretrained_embedding=emb_bar,
+    )
     k = ms.finetune_hessian((p.xx, p.xy))
     grad = k.loss_gradient() + p.finetune_l2 * k.at
     grad[: ms.W.numel] += 2 * p.alpha * (k.at[: ms.W.numel] - ms.w_bar)
     return k, grad
 
 
-def newton_finish(p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module, head_u: nn.Module,
-                  tol: float = 1e-11) -> Any:
+def newton_finish(
+    p: Problem,
+    emb: nn.Module,
+    head: nn.Module,
+    emb_bar: nn.Module,
+    head_u: nn.Module,
+    tol: float = 1e-11,
+) -> Any:
     """Newton steps ``x <- x - K^-1 grad`` on eq. 12's objective, in place, to gradient norm ``tol``; returns K."""
     for _ in range(25):
         k, grad = _updated_objective(p, emb, head, emb_bar, head_u)
@@ -129,8 +184,13 @@ def newton_finish(p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Modul
     raise RuntimeError(f"Newton stopped at gradient norm {grad.norm():.1e}")
 
 
-def fit_finetuning(p: Problem, emb_bar: nn.Module, head_u: nn.Module, start_emb: nn.Module,
-                   start_head: nn.Module) -> tuple[nn.Module, nn.Module]:
+def fit_finetuning(
+    p: Problem,
+    emb_bar: nn.Module,
+    head_u: nn.Module,
+    start_emb: nn.Module,
+    start_head: nn.Module,
+) -> tuple[nn.Module, nn.Module]:
     """Minimize eq. 12's objective from ``(start_emb, start_head)`` to a strict local minimum (K positive definite)."""
     emb, head = copy.deepcopy(start_emb), copy.deepcopy(start_head)
     descend = p.alpha <= 1
@@ -138,34 +198,54 @@ def fit_finetuning(p: Problem, emb_bar: nn.Module, head_u: nn.Module, start_emb:
         if descend:
             try:
                 finetune_updated(p, emb, head, emb_bar)
-            except RuntimeError:  # stalled just above 1e-8: Newton finishes from where it stopped
+            except (
+                RuntimeError
+            ):  # stalled just above 1e-8: Newton finishes from where it stopped
                 pass
         k = newton_finish(p, emb, head, emb_bar, head_u)
         eigenvalues, vectors = torch.linalg.eigh(k.to_dense())
         if eigenvalues[0] > 0:
             return emb, head
-        _set_flat(emb, head, k.at + 0.1 * vectors[:, 0])  # a saddle: step off along negative curvature
+        _set_flat(
+            emb, head, k.at + 0.1 * vectors[:, 0]
+        )  # a saddle: step off along negative curvature
         descend = True  # and descend again
     raise RuntimeError("no strict local minimum found")
 
 
-def fit_pretraining(p: Problem, emb_bar: nn.Module, head_u: nn.Module, weights: Tensor | None = None) -> None:
+def fit_pretraining(
+    p: Problem, emb_bar: nn.Module, head_u: nn.Module, weights: Tensor | None = None
+) -> None:
     """:func:`pretrain` (G, optionally example-weighted), in place, finished by Newton steps if L-BFGS stalls."""
     try:
         pretrain(p, emb_bar, head_u, weights)
         return
     except RuntimeError:
         pass
-    weights = torch.full((len(p.zy),), 1 / len(p.zy), dtype=torch.float64) if weights is None else weights
+    weights = (
+        torch.full((len(p.zy),), 1 / len(p.zy), dtype=torch.float64)
+        if weights is None
+        else weights
+    )
     params = [*emb_bar.parameters(), *head_u.parameters()]
-    objective = StageObjective(params, lambda x: head_u(emb_bar(x)), p.zx, p.zy, l2=p.pretrain_l2, weights=weights)
+    objective = StageObjective(
+        params,
+        lambda x: head_u(emb_bar(x)),
+        p.zx,
+        p.zy,
+        l2=p.pretrain_l2,
+        weights=weights,
+    )
     if newton_polish(objective, steps=25) >= 1e-11:
         raise RuntimeError("pretraining did not reach a stationary point")
 
 
 def retrain_updated(p: Problem, start: MultiStageNet, weights: Tensor) -> MultiStageNet:
     """Both stages of Case 2 re-optimized with pretraining example weights, warm-started from ``start``."""
-    emb_bar, head_u = copy.deepcopy(start.pretrained_embedding), copy.deepcopy(start.pretrain_head)
+    emb_bar, head_u = (
+        copy.deepcopy(start.pretrained_embedding),
+        copy.deepcopy(start.pretrain_head),
+    )
     fit_pretraining(p, emb_bar, head_u, weights)
     emb, head = fit_finetuning(p, emb_bar, head_u, start.embedding, start.finetune_head)
     return MultiStageNet(emb, head_u, head, emb_bar)

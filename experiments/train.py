@@ -13,6 +13,7 @@ Both minimize a :class:`StageObjective`: ``sum_i weight_i * loss_i + l2/2 ||para
 + alpha ||W - W_bar||^2``, the G or F of the paper with optional example weights (for
 eps-perturbations, eq. 4, and leave-one-out).
 """
+
 from __future__ import annotations
 
 import copy
@@ -58,38 +59,69 @@ class StageObjective:
         """The objective, or with ``index`` its minibatch estimate (weights renormalized to the batch)."""
         if index is None:
             losses = self.loss(self.forward(self.x), self.y)
-            weights = self.weights if self.weights is not None else torch.full_like(losses, 1 / len(losses))
+            weights = (
+                self.weights
+                if self.weights is not None
+                else torch.full_like(losses, 1 / len(losses))
+            )
             return (weights * losses).sum() + self.regularizer()
         losses = self.loss(self.forward(self.x[index]), self.y[index])
         if self.weights is None:
             return losses.mean() + self.regularizer()
         w = self.weights[index]
-        return (w * losses).sum() / w.sum().clamp_min(1e-30) * self.weights.sum() + self.regularizer()
+        return (w * losses).sum() / w.sum().clamp_min(
+            1e-30
+        ) * self.weights.sum() + self.regularizer()
 
     def gradient_norm(self) -> float:
         grads = torch.autograd.grad(self.value(), list(self.params))
         return torch.sqrt(sum((g**2).sum() for g in grads)).item()
 
 
-def finetune_objective(case: str, embedding: nn.Module, head: nn.Module, x: Tensor, y: Tensor, *,
-                       pretrained: nn.Module | None = None, alpha: float = 0.0, l2: float = 0.0) -> StageObjective:
+def finetune_objective(
+    case: str,
+    embedding: nn.Module,
+    head: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    pretrained: nn.Module | None = None,
+    alpha: float = 0.0,
+    l2: float = 0.0,
+) -> StageObjective:
     """The finetuning objective of either case, the one place training tells them apart.
 
     ``"fixed"`` (eq. 2): F over Theta alone; W is frozen, so its outputs are computed once.
     ``"updated"`` (eq. 12): F + alpha ||W - W_bar||^2 over (W, Theta), W_bar from ``pretrained``.
     """
     if case == "fixed":
-        return StageObjective(list(head.parameters()), head, in_chunks(embedding, x), y, l2=l2)
+        return StageObjective(
+            list(head.parameters()), head, in_chunks(embedding, x), y, l2=l2
+        )
     if case == "updated":
         if pretrained is None:
-            raise ValueError("pretrained: case 'updated' needs the pretrained embedding W_bar")
+            raise ValueError(
+                "pretrained: case 'updated' needs the pretrained embedding W_bar"
+            )
         anchors = [w.detach().clone() for w in pretrained.parameters()]
-        return StageObjective([*embedding.parameters(), *head.parameters()], lambda v: head(embedding(v)), x, y,
-                              l2=l2, proximity=(list(embedding.parameters()), anchors, alpha))
+        return StageObjective(
+            [*embedding.parameters(), *head.parameters()],
+            lambda v: head(embedding(v)),
+            x,
+            y,
+            l2=l2,
+            proximity=(list(embedding.parameters()), anchors, alpha),
+        )
     raise ValueError(f"case: expected 'fixed' or 'updated', got {case!r}")
 
 
-def fit_lbfgs(objective: StageObjective, *, tol: float = 1e-10, max_iter: int = 5000, restarts: int = 5) -> float:
+def fit_lbfgs(
+    objective: StageObjective,
+    *,
+    tol: float = 1e-10,
+    max_iter: int = 5000,
+    restarts: int = 5,
+) -> float:
     """Minimize a full-batch objective with L-BFGS until the gradient norm is below ``tol``.
 
     L-BFGS can stall on a flat line search; each restart starts a fresh optimizer (a stale
@@ -100,8 +132,13 @@ def fit_lbfgs(objective: StageObjective, *, tol: float = 1e-10, max_iter: int = 
     best = objective.gradient_norm()
     for _ in range(restarts):
         optimizer = torch.optim.LBFGS(
-            params, lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=0.0,
-            history_size=100, line_search_fn="strong_wolfe",
+            params,
+            lr=1,
+            max_iter=max_iter,
+            tolerance_grad=tol,
+            tolerance_change=0.0,
+            history_size=100,
+            line_search_fn="strong_wolfe",
         )
 
         def closure() -> Tensor:
@@ -118,7 +155,9 @@ def fit_lbfgs(objective: StageObjective, *, tol: float = 1e-10, max_iter: int = 
     return best
 
 
-def newton_polish(objective: StageObjective, *, steps: int = 3, max_dim: int = 5000) -> float:
+def newton_polish(
+    objective: StageObjective, *, steps: int = 3, max_dim: int = 5000
+) -> float:
     """A few exact Newton steps with the dense Hessian, for small models near an optimum.
 
     Float64 line searches stop seeing progress around gradient norms of 1e-8; Newton's
@@ -191,10 +230,14 @@ def fit_adam(
     """
     params = list(objective.params)
     optimizer = torch.optim.Adam(params, lr=lr)
-    if state is not None:  # a copy: Adam updates its moments in place, and the caller's state must survive
+    if (
+        state is not None
+    ):  # a copy: Adam updates its moments in place, and the caller's state must survive
         optimizer.load_state_dict(copy.deepcopy(state))
     history = []
-    batches = batch_indices(len(objective.y), steps=steps, batch_size=batch_size, seed=seed)
+    batches = batch_indices(
+        len(objective.y), steps=steps, batch_size=batch_size, seed=seed
+    )
     for index in progress(batches, desc=desc, total=steps):
         optimizer.zero_grad()
         value = objective.value(index.to(objective.y.device))

@@ -12,6 +12,7 @@ score every pretraining example, and validate the scores by retraining without t
   original model (the paper's raw difference) and against the same continued training
   without the removal (the controlled difference).
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,15 +56,23 @@ class TransferData:
 
 def load_transfer_data(config: TransferConfig) -> TransferData:
     """The pretraining and finetuning tasks of ``config`` from the real dataset (``experiments.data``)."""
-    load = {"mnist": datasets.load_mnist, "cifar10": datasets.load_cifar10}.get(config.dataset)
+    load = {"mnist": datasets.load_mnist, "cifar10": datasets.load_cifar10}.get(
+        config.dataset
+    )
     if load is None:
-        raise ValueError(f"dataset: expected 'mnist' or 'cifar10', got {config.dataset!r}")
+        raise ValueError(
+            f"dataset: expected 'mnist' or 'cifar10', got {config.dataset!r}"
+        )
     x, y = load(train=True, raw=True)
     xt, yt = load(train=False, raw=True)
 
-    def split(images: Tensor, labels: Tensor, classes: tuple[int, ...], n: int | None) -> Pair:
+    def split(
+        images: Tensor, labels: Tensor, classes: tuple[int, ...], n: int | None
+    ) -> Pair:
         xs, ys = datasets.task_split(images, labels, classes, n=n, seed=config.seed)
-        return datasets.to_unit(xs), ys  # convert after selecting: all of CIFAR-10 as float is 600 MB
+        return datasets.to_unit(
+            xs
+        ), ys  # convert after selecting: all of CIFAR-10 as float is 600 MB
 
     return TransferData(
         pretrain=split(x, y, config.pretrain_classes, config.pretrain_size),
@@ -87,20 +96,64 @@ class TrainedTransfer:
         return self.net.multistage(case=config.case, alpha=config.alpha)
 
 
-def _pretrain(config: TransferConfig, embedding: nn.Module, head: nn.Module, data: Pair, *, steps: int, seed: int,
-              state: dict | None = None, weights: Tensor | None = None, desc: str = "pretraining") -> AdamRun:
-    objective = StageObjective([*embedding.parameters(), *head.parameters()], lambda x: head(embedding(x)), *data,
-                               weights=weights)
-    return fit_adam(objective, steps=steps, batch_size=config.batch_size, lr=config.lr, seed=seed, state=state, desc=desc)
+def _pretrain(
+    config: TransferConfig,
+    embedding: nn.Module,
+    head: nn.Module,
+    data: Pair,
+    *,
+    steps: int,
+    seed: int,
+    state: dict | None = None,
+    weights: Tensor | None = None,
+    desc: str = "pretraining",
+) -> AdamRun:
+    objective = StageObjective(
+        [*embedding.parameters(), *head.parameters()],
+        lambda x: head(embedding(x)),
+        *data,
+        weights=weights,
+    )
+    return fit_adam(
+        objective,
+        steps=steps,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=seed,
+        state=state,
+        desc=desc,
+    )
 
 
-def _finetune(config: TransferConfig, embedding: nn.Module, head: nn.Module, pretrained: nn.Module, data: Pair, *,
-              steps: int, seed: int, state: dict | None = None, desc: str = "finetuning") -> AdamRun:
-    objective = finetune_objective(config.case, embedding, head, *data, pretrained=pretrained, alpha=config.alpha)
-    return fit_adam(objective, steps=steps, batch_size=config.batch_size, lr=config.lr, seed=seed, state=state, desc=desc)
+def _finetune(
+    config: TransferConfig,
+    embedding: nn.Module,
+    head: nn.Module,
+    pretrained: nn.Module,
+    data: Pair,
+    *,
+    steps: int,
+    seed: int,
+    state: dict | None = None,
+    desc: str = "finetuning",
+) -> AdamRun:
+    objective = finetune_objective(
+        config.case, embedding, head, *data, pretrained=pretrained, alpha=config.alpha
+    )
+    return fit_adam(
+        objective,
+        steps=steps,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=seed,
+        state=state,
+        desc=desc,
+    )
 
 
-def _assembled(config: TransferConfig, net: MultiStageNet, pretrained: nn.Module) -> MultiStageNet:
+def _assembled(
+    config: TransferConfig, net: MultiStageNet, pretrained: nn.Module
+) -> MultiStageNet:
     """The trained weights: W_bar alone where finetuning froze W, else W* beside W_bar."""
     if config.case == "fixed":  # the finetuned copy of W equals W_bar: keep one module
         return MultiStageNet(pretrained, net.pretrain_head, net.finetune_head)
@@ -112,7 +165,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("INFLUENCE_CACHE", Path.home() / ".cache" / "influence"))
 
 
-def train_transfer(config: TransferConfig, data: TransferData, *, cache: bool = True) -> TrainedTransfer:
+def train_transfer(
+    config: TransferConfig, data: TransferData, *, cache: bool = True
+) -> TrainedTransfer:
     """Pretrain on ``data.pretrain``, then finetune on ``data.finetune`` (Case 1: the head; Case 2: all, near W_bar).
 
     With ``cache``, the weights are stored under :func:`cache_dir` in a file named by
@@ -120,49 +175,108 @@ def train_transfer(config: TransferConfig, data: TransferData, *, cache: bool = 
     config differs, or that cannot be read, is retrained and overwritten.
     """
     path = cache_dir() / f"{config.dataset}-{config.case}-{config.training_key()}.pt"
-    net = table_a(config.dataset, len(config.pretrain_classes), len(config.finetune_classes))
+    net = table_a(
+        config.dataset, len(config.pretrain_classes), len(config.finetune_classes)
+    )
     pretrained = copy.deepcopy(net.embedding)
     if cache and path.exists():
         try:
             saved = torch.load(path, weights_only=False)
             if saved["config"] != config.training_fields():
                 raise ValueError("stale: made by another config")
-            for module, name in ((net.embedding, "embedding"), (net.pretrain_head, "pretrain_head"),
-                                 (net.finetune_head, "finetune_head"), (pretrained, "pretrained_embedding")):
+            for module, name in (
+                (net.embedding, "embedding"),
+                (net.pretrain_head, "pretrain_head"),
+                (net.finetune_head, "finetune_head"),
+                (pretrained, "pretrained_embedding"),
+            ):
                 module.load_state_dict(saved["weights"][name])
-            return TrainedTransfer(_assembled(config, net, pretrained), saved["pretrain_adam"], saved["finetune_adam"],
-                                   saved["history"])
-        except (OSError, KeyError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            warnings.warn(f"retraining: the cached weights at {path} cannot be used ({error})", stacklevel=2)
+            return TrainedTransfer(
+                _assembled(config, net, pretrained),
+                saved["pretrain_adam"],
+                saved["finetune_adam"],
+                saved["history"],
+            )
+        except (
+            OSError,
+            KeyError,
+            ValueError,
+            RuntimeError,
+            EOFError,
+            pickle.UnpicklingError,
+        ) as error:
+            warnings.warn(
+                f"retraining: the cached weights at {path} cannot be used ({error})",
+                stacklevel=2,
+            )
 
     torch.manual_seed(config.seed)
-    net = table_a(config.dataset, len(config.pretrain_classes), len(config.finetune_classes))
-    pre = _pretrain(config, net.embedding, net.pretrain_head, data.pretrain, steps=config.pretrain_steps, seed=config.seed)
+    net = table_a(
+        config.dataset, len(config.pretrain_classes), len(config.finetune_classes)
+    )
+    pre = _pretrain(
+        config,
+        net.embedding,
+        net.pretrain_head,
+        data.pretrain,
+        steps=config.pretrain_steps,
+        seed=config.seed,
+    )
     pretrained = copy.deepcopy(net.embedding)  # W_bar
-    fine = _finetune(config, net.embedding, net.finetune_head, pretrained, data.finetune,
-                     steps=config.finetune_steps, seed=config.seed)
-    trained = TrainedTransfer(_assembled(config, net, pretrained), pre.state, fine.state,
-                              {"pretrain": pre.history, "finetune": fine.history})
+    fine = _finetune(
+        config,
+        net.embedding,
+        net.finetune_head,
+        pretrained,
+        data.finetune,
+        steps=config.finetune_steps,
+        seed=config.seed,
+    )
+    trained = TrainedTransfer(
+        _assembled(config, net, pretrained),
+        pre.state,
+        fine.state,
+        {"pretrain": pre.history, "finetune": fine.history},
+    )
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        weights = {"embedding": net.embedding.state_dict(), "pretrain_head": net.pretrain_head.state_dict(),
-                   "finetune_head": net.finetune_head.state_dict(), "pretrained_embedding": pretrained.state_dict()}
-        torch.save({"config": config.training_fields(), "weights": weights, "pretrain_adam": pre.state,
-                    "finetune_adam": fine.state, "history": trained.history}, path)
+        weights = {
+            "embedding": net.embedding.state_dict(),
+            "pretrain_head": net.pretrain_head.state_dict(),
+            "finetune_head": net.finetune_head.state_dict(),
+            "pretrained_embedding": pretrained.state_dict(),
+        }
+        torch.save(
+            {
+                "config": config.training_fields(),
+                "weights": weights,
+                "pretrain_adam": pre.state,
+                "finetune_adam": fine.state,
+                "history": trained.history,
+            },
+            path,
+        )
     return trained
 
 
 def mean_loss(embedding: nn.Module, head: nn.Module, data: Pair) -> float:
     """Mean cross-entropy of ``head(embedding(x))`` over ``data``."""
     x, y = data
-    losses = nnf.cross_entropy(in_chunks(lambda xb: head(embedding(xb)), x), y, reduction="none")
+    losses = nnf.cross_entropy(
+        in_chunks(lambda xb: head(embedding(xb)), x), y, reduction="none"
+    )
     return losses.double().mean().item()
 
 
 def accuracy(embedding: nn.Module, head: nn.Module, data: Pair) -> float:
     """Fraction of ``data`` that ``head(embedding(x))`` classifies correctly."""
     x, y = data
-    return (in_chunks(lambda xb: head(embedding(xb)), x).argmax(1) == y).double().mean().item()
+    return (
+        (in_chunks(lambda xb: head(embedding(xb)), x).argmax(1) == y)
+        .double()
+        .mean()
+        .item()
+    )
 
 
 def subsample(data: Pair, n: int | None, seed: int) -> Pair:
@@ -174,9 +288,17 @@ def subsample(data: Pair, n: int | None, seed: int) -> Pair:
     return x[index], y[index]
 
 
-def transfer_scores(config: TransferConfig, data: TransferData, trained: TrainedTransfer, *,
-                    identity: bool = False, test: Pair | None = None, per_test: bool = False,
-                    candidates: Pair | None = None, solvers: dict[str, Solver] | None = None) -> tuple[Tensor, Report]:
+def transfer_scores(
+    config: TransferConfig,
+    data: TransferData,
+    trained: TrainedTransfer,
+    *,
+    identity: bool = False,
+    test: Pair | None = None,
+    per_test: bool = False,
+    candidates: Pair | None = None,
+    solvers: dict[str, Solver] | None = None,
+) -> tuple[Tensor, Report]:
     """Scores of every pretraining example (or of ``candidates``) on the summed test loss (eq. 8),
     or per test point, with the report of the solves.
 
@@ -186,16 +308,21 @@ def transfer_scores(config: TransferConfig, data: TransferData, trained: Trained
     """
     if solvers is None:
         solvers = (
-            dict(pretrain_solver=Identity(), finetune_solver=Identity()) if identity else
-            dict(pretrain_solver=CG(config.pretrain_damping, config.cg_iters),
-                 finetune_solver=CG(config.finetune_damping, config.cg_iters))
+            dict(pretrain_solver=Identity(), finetune_solver=Identity())
+            if identity
+            else dict(
+                pretrain_solver=CG(config.pretrain_damping, config.cg_iters),
+                finetune_solver=CG(config.finetune_damping, config.cg_iters),
+            )
         )
     ms = trained.multistage(config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scores = ms.scores(
             pretrain=subsample(data.pretrain, config.hessian_examples, config.seed),
-            finetune=subsample(data.finetune, config.finetune_hessian_examples, config.seed),
+            finetune=subsample(
+                data.finetune, config.finetune_hessian_examples, config.seed
+            ),
             test=data.test if test is None else test,
             candidates=data.pretrain if candidates is None else candidates,
             per_test=per_test,
@@ -215,9 +342,15 @@ def pick_removals(scores: Tensor, k: int, seed: int = 0) -> Tensor:
     k = min(k, len(scores))
     order = scores.argsort(descending=True)
     third = k // 3
-    chosen = list(dict.fromkeys(order[:third].tolist() + order[len(order) - third :].tolist()))
+    chosen = list(
+        dict.fromkeys(order[:third].tolist() + order[len(order) - third :].tolist())
+    )
     rest = torch.tensor(sorted(set(range(len(scores))) - set(chosen)))
-    extra = rest[torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed))[: k - len(chosen)]]
+    extra = rest[
+        torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed))[
+            : k - len(chosen)
+        ]
+    ]
     return torch.tensor(chosen + extra.tolist())
 
 
@@ -226,10 +359,18 @@ class Validation:
     """Leave-one-out retraining of ``indices``: the measured changes in mean test loss."""
 
     indices: list[int]
-    predicted: list[float]  # -score / (m * n_test): the first-order change in mean test loss
-    draws: list[int]  # how often continued pretraining drew the example (0: the removal changed nothing)
-    raw: list[float]  # loss after removal and continued training, minus the original model's loss
-    controlled: list[float]  # the same, minus the same continued training without the removal
+    predicted: list[
+        float
+    ]  # -score / (m * n_test): the first-order change in mean test loss
+    draws: list[
+        int
+    ]  # how often continued pretraining drew the example (0: the removal changed nothing)
+    raw: list[
+        float
+    ]  # loss after removal and continued training, minus the original model's loss
+    controlled: list[
+        float
+    ]  # the same, minus the same continued training without the removal
     original_loss: float
     control_loss: float
 
@@ -237,7 +378,12 @@ class Validation:
         return dataclasses.asdict(self)
 
 
-def retrained_loss(config: TransferConfig, data: TransferData, trained: TrainedTransfer, remove: int | None) -> float:
+def retrained_loss(
+    config: TransferConfig,
+    data: TransferData,
+    trained: TrainedTransfer,
+    remove: int | None,
+) -> float:
     """Mean test loss after continuing both stages from the trained weights, without example ``remove``.
 
     ``remove=None`` is the control: the same steps, batches and seed with nothing removed.
@@ -253,16 +399,39 @@ def retrained_loss(config: TransferConfig, data: TransferData, trained: TrainedT
     embedding = copy.deepcopy(trained.net.pretrained_embedding)
     head_u = copy.deepcopy(trained.net.pretrain_head)
     head_t = copy.deepcopy(trained.net.finetune_head)
-    _pretrain(config, embedding, head_u, data.pretrain, steps=config.retrain_pretrain_steps, seed=config.continuation_seed,
-              state=trained.pretrain_adam, weights=weights, desc="retraining: pretraining")
+    _pretrain(
+        config,
+        embedding,
+        head_u,
+        data.pretrain,
+        steps=config.retrain_pretrain_steps,
+        seed=config.continuation_seed,
+        state=trained.pretrain_adam,
+        weights=weights,
+        desc="retraining: pretraining",
+    )
     pretrained = copy.deepcopy(embedding)
-    _finetune(config, embedding, head_t, pretrained, data.finetune, steps=config.retrain_finetune_steps,
-              seed=config.continuation_seed, state=trained.finetune_adam, desc="retraining: finetuning")
+    _finetune(
+        config,
+        embedding,
+        head_t,
+        pretrained,
+        data.finetune,
+        steps=config.retrain_finetune_steps,
+        seed=config.continuation_seed,
+        state=trained.finetune_adam,
+        desc="retraining: finetuning",
+    )
     return mean_loss(embedding, head_t, data.test)
 
 
-def validate(config: TransferConfig, data: TransferData, trained: TrainedTransfer, scores: Tensor,
-             indices: Tensor) -> Validation:
+def validate(
+    config: TransferConfig,
+    data: TransferData,
+    trained: TrainedTransfer,
+    scores: Tensor,
+    indices: Tensor,
+) -> Validation:
     """Retrain without each of ``indices`` and compare with ``-scores / (m * n_test)``."""
     m, n_test = len(data.pretrain[1]), len(data.test[1])
     original = mean_loss(trained.net.embedding, trained.net.finetune_head, data.test)
@@ -274,7 +443,9 @@ def validate(config: TransferConfig, data: TransferData, trained: TrainedTransfe
         controlled.append(loss - control)
     predicted = (-scores[indices] / (m * n_test)).tolist()
     draws = removal_draws(config, m, indices.tolist())
-    return Validation(indices.tolist(), predicted, draws, raw, controlled, original, control)
+    return Validation(
+        indices.tolist(), predicted, draws, raw, controlled, original, control
+    )
 
 
 def removal_draws(config: TransferConfig, m: int, indices: list[int]) -> list[int]:
@@ -283,8 +454,16 @@ def removal_draws(config: TransferConfig, m: int, indices: list[int]) -> list[in
     An example it never draws changes nothing: its removal leaves the retrained model, and so
     the controlled difference, exactly as the control's.
     """
-    drawn = torch.cat(list(batch_indices(m, steps=config.retrain_pretrain_steps, batch_size=config.batch_size,
-                                         seed=config.continuation_seed)))
+    drawn = torch.cat(
+        list(
+            batch_indices(
+                m,
+                steps=config.retrain_pretrain_steps,
+                batch_size=config.batch_size,
+                seed=config.continuation_seed,
+            )
+        )
+    )
     counts = torch.bincount(drawn, minlength=m)
     return [int(counts[i]) for i in indices]
 
@@ -296,26 +475,42 @@ def _rounded(values: Tensor) -> list[float]:
 def misclassified(trained: TrainedTransfer, test: Pair, k: int, seed: int = 0) -> Tensor:
     """``k`` finetuning test points the finetuned model gets wrong, drawn at random (Fig. 4)."""
     x, y = test
-    predicted = in_chunks(lambda xb: trained.net.finetune_head(trained.net.embedding(xb)), x).argmax(1)
+    predicted = in_chunks(
+        lambda xb: trained.net.finetune_head(trained.net.embedding(xb)), x
+    ).argmax(1)
     wrong = (predicted != y).nonzero().flatten()
-    return wrong[torch.randperm(len(wrong), generator=torch.Generator().manual_seed(seed))[:k]]
+    return wrong[
+        torch.randperm(len(wrong), generator=torch.Generator().manual_seed(seed))[:k]
+    ]
 
 
 def _agreements(validation: Validation) -> dict[str, Any]:
     """r and rho of the prediction against the raw and the controlled differences (and the drawn removals alone)."""
     out = {
         "raw": dataclasses.asdict(agreement(validation.predicted, validation.raw)),
-        "controlled": dataclasses.asdict(agreement(validation.predicted, validation.controlled)),
+        "controlled": dataclasses.asdict(
+            agreement(validation.predicted, validation.controlled)
+        ),
     }
     seen = [j for j, d in enumerate(validation.draws) if d > 0]
-    if len(seen) >= 3:  # removals that continued pretraining drew at least once: the others changed nothing
+    if (
+        len(seen) >= 3
+    ):  # removals that continued pretraining drew at least once: the others changed nothing
         out["controlled, drawn only"] = dataclasses.asdict(
-            agreement([validation.predicted[j] for j in seen], [validation.controlled[j] for j in seen]))
+            agreement(
+                [validation.predicted[j] for j in seen],
+                [validation.controlled[j] for j in seen],
+            )
+        )
     return out
 
 
-def _identity_ablation(config: TransferConfig, data: TransferData, trained: TrainedTransfer,
-                       validation: Validation) -> dict[str, Any]:
+def _identity_ablation(
+    config: TransferConfig,
+    data: TransferData,
+    trained: TrainedTransfer,
+    validation: Validation,
+) -> dict[str, Any]:
     """Fig. 3: the same removals predicted with every inverse Hessian replaced by I."""
     m, n_test = len(data.pretrain[1]), len(data.test[1])
     ablation, _ = transfer_scores(config, data, trained, identity=True)
@@ -330,25 +525,37 @@ def _identity_ablation(config: TransferConfig, data: TransferData, trained: Trai
     }
 
 
-def _influential_pairs(config: TransferConfig, data: TransferData, trained: TrainedTransfer,
-                       pairs: int) -> list[dict[str, Any]]:
+def _influential_pairs(
+    config: TransferConfig, data: TransferData, trained: TrainedTransfer, pairs: int
+) -> list[dict[str, Any]]:
     """Fig. 4: ``pairs`` misclassified test points, each with its most harmful pretraining example."""
     wrong = misclassified(trained, data.test, pairs, seed=config.seed)
     if not len(wrong):
         return []
     x, y = data.test
-    per_test, _ = transfer_scores(config, data, trained, test=(x[wrong], y[wrong]), per_test=True)
+    per_test, _ = transfer_scores(
+        config, data, trained, test=(x[wrong], y[wrong]), per_test=True
+    )
     with torch.no_grad():
-        predicted_labels = trained.net.finetune_head(trained.net.embedding(x[wrong])).argmax(1)
+        predicted_labels = trained.net.finetune_head(
+            trained.net.embedding(x[wrong])
+        ).argmax(1)
     return [
-        {"test_index": int(t), "test_label": int(y[t]), "predicted_label": int(p),
-         "pretrain_index": int(per_test[:, j].argmax()), "pretrain_label": int(data.pretrain[1][per_test[:, j].argmax()]),
-         "score": float(per_test[:, j].max())}
+        {
+            "test_index": int(t),
+            "test_label": int(y[t]),
+            "predicted_label": int(p),
+            "pretrain_index": int(per_test[:, j].argmax()),
+            "pretrain_label": int(data.pretrain[1][per_test[:, j].argmax()]),
+            "score": float(per_test[:, j].max()),
+        }
         for j, (t, p) in enumerate(zip(wrong.tolist(), predicted_labels.tolist()))
     ]
 
 
-def run_validation(config: TransferConfig, *, identity: bool = False, pairs: int = 3) -> dict[str, Any]:
+def run_validation(
+    config: TransferConfig, *, identity: bool = False, pairs: int = 3
+) -> dict[str, Any]:
     """One experiment of section 4.1, end to end, as a JSON-ready dict.
 
     Trains (or loads) both stages, scores every pretraining example on the summed test loss,
@@ -374,8 +581,14 @@ def run_validation(config: TransferConfig, *, identity: bool = False, pairs: int
         "config": config.as_dict(),
         "m": len(data.pretrain[1]),
         "n_test": len(data.test[1]),
-        "pretrain_accuracy": accuracy(trained.net.pretrained_embedding, trained.net.pretrain_head, data.pretrain_test),
-        "finetune_accuracy": accuracy(trained.net.embedding, trained.net.finetune_head, data.test),
+        "pretrain_accuracy": accuracy(
+            trained.net.pretrained_embedding,
+            trained.net.pretrain_head,
+            data.pretrain_test,
+        ),
+        "finetune_accuracy": accuracy(
+            trained.net.embedding, trained.net.finetune_head, data.test
+        ),
         "scores": _rounded(scores),
         "solves": dataclasses.asdict(report),
         "validation": validation.as_dict(),
@@ -393,7 +606,9 @@ def run_validation(config: TransferConfig, *, identity: bool = False, pairs: int
     return result
 
 
-def measured_weights(experiment: dict[str, Any]) -> tuple[TransferConfig, TransferData, TrainedTransfer, float]:
+def measured_weights(
+    experiment: dict[str, Any],
+) -> tuple[TransferConfig, TransferData, TrainedTransfer, float]:
     """The config, data and trained weights a stored experiment measured its removals from.
 
     Retrains (or loads) them from the stored config and checks that they are those weights:
@@ -405,12 +620,16 @@ def measured_weights(experiment: dict[str, Any]) -> tuple[TransferConfig, Transf
     stored = experiment["validation"]["original_loss"]
     original = mean_loss(trained.net.embedding, trained.net.finetune_head, data.test)
     if abs(original - stored) > 1e-6:
-        raise RuntimeError(f"the retrained weights differ from the measured ones: test loss {original!r}, "
-                           f"stored {stored!r}; the stored differences do not belong to them")
+        raise RuntimeError(
+            f"the retrained weights differ from the measured ones: test loss {original!r}, "
+            f"stored {stored!r}; the stored differences do not belong to them"
+        )
     return config, data, trained, original
 
 
-def rescore(experiment: dict[str, Any], *, identity: bool = False, pairs: int = 0) -> dict[str, Any]:
+def rescore(
+    experiment: dict[str, Any], *, identity: bool = False, pairs: int = 0
+) -> dict[str, Any]:
     """An experiment of a results file, scored again by the current library; its measurements kept.
 
     Retraining a removal is the expensive part of an experiment, and it does not depend on the
@@ -425,10 +644,17 @@ def rescore(experiment: dict[str, Any], *, identity: bool = False, pairs: int = 
     scores, report = transfer_scores(config, data, trained)
     m, n_test = len(data.pretrain[1]), len(data.test[1])
     indices = torch.tensor(stored["indices"])
-    validation = Validation(**{**stored, "predicted": (-scores[indices] / (m * n_test)).tolist()})
+    validation = Validation(
+        **{**stored, "predicted": (-scores[indices] / (m * n_test)).tolist()}
+    )
     old = torch.tensor(experiment["scores"])
-    out = {**experiment, "scores": _rounded(scores), "solves": dataclasses.asdict(report),
-           "validation": validation.as_dict(), "agreement": _agreements(validation)}
+    out = {
+        **experiment,
+        "scores": _rounded(scores),
+        "solves": dataclasses.asdict(report),
+        "validation": validation.as_dict(),
+        "agreement": _agreements(validation),
+    }
     if identity:
         out["identity"] = _identity_ablation(config, data, trained, validation)
     if pairs:
@@ -439,19 +665,44 @@ def rescore(experiment: dict[str, Any], *, identity: bool = False, pairs: int = 
         positions = retest["positions"]
         predicted = (-scores[torch.tensor(again["indices"])] / (m * n_test)).tolist()
         before = [stored["controlled"][j] for j in positions]
-        out["retest"] = {**retest, "validation": {**again, "predicted": predicted}, "agreement": {
-            **retest["agreement"],
-            "with the prediction": dataclasses.asdict(agreement(predicted, again["controlled"])),
-            "first measurement with the prediction": dataclasses.asdict(agreement(predicted, before))}}
+        out["retest"] = {
+            **retest,
+            "validation": {**again, "predicted": predicted},
+            "agreement": {
+                **retest["agreement"],
+                "with the prediction": dataclasses.asdict(
+                    agreement(predicted, again["controlled"])
+                ),
+                "first measurement with the prediction": dataclasses.asdict(
+                    agreement(predicted, before)
+                ),
+            },
+        }
     out["rescored"] = {
         "why": "scores recomputed with the loss evaluated in float64 (influence.losses); measurements unchanged",
-        "before": {"exact zeros": int((old == 0).sum()), "distinct values": int(old.unique().numel()),
-                   "agreement": experiment["agreement"],
-                   **({"identity agreement": experiment["identity"]["agreement"]} if "identity" in experiment else {}),
-                   **({"retest agreement": experiment["retest"]["agreement"]} if "retest" in experiment else {})},
-        "after": {"exact zeros": int((scores == 0).sum()), "distinct values": int(scores.unique().numel())},
+        "before": {
+            "exact zeros": int((old == 0).sum()),
+            "distinct values": int(old.unique().numel()),
+            "agreement": experiment["agreement"],
+            **(
+                {"identity agreement": experiment["identity"]["agreement"]}
+                if "identity" in experiment
+                else {}
+            ),
+            **(
+                {"retest agreement": experiment["retest"]["agreement"]}
+                if "retest" in experiment
+                else {}
+            ),
+        },
+        "after": {
+            "exact zeros": int((scores == 0).sum()),
+            "distinct values": int(scores.unique().numel()),
+        },
         "weights check: original test loss": original,
-        "pairs": "recomputed" if pairs else "kept from the first run (computed before the float64 fix)",
+        "pairs": "recomputed"
+        if pairs
+        else "kept from the first run (computed before the float64 fix)",
         "minutes": (time.perf_counter() - start) / 60,
         "provenance": provenance(),
     }

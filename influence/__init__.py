@@ -3,6 +3,7 @@ back to its pretraining data.
 
 >>> from influence import MultiStage, Exact, CG, Identity
 """
+
 from .multistage import MultiStage
 from .solvers import CG, Exact, Identity
 

@@ -14,6 +14,7 @@ works with such blocks as flat vectors:
 
 A block of vectors (shape ``[k, p]``) is accepted wherever one vector (shape ``[p]``) is.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -57,9 +58,14 @@ class ParamSpace:
     def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
         """Split a flat vector into views shaped like the parameters (autograd flows through)."""
         if vector.shape[-1] != self.numel:
-            raise ValueError(f"vector has {vector.shape[-1]} entries, the parameters have {self.numel}")
+            raise ValueError(
+                f"vector has {vector.shape[-1]} entries, the parameters have {self.numel}"
+            )
         pieces = torch.split(vector, [s.numel() for s in self.shapes], dim=-1)
-        return {n: p.reshape(*vector.shape[:-1], *s) for n, p, s in zip(self.names, pieces, self.shapes)}
+        return {
+            n: p.reshape(*vector.shape[:-1], *s)
+            for n, p, s in zip(self.names, pieces, self.shapes)
+        }
 
 
 def call(module: nn.Module, space: ParamSpace, vector: Tensor, *args: Any) -> Tensor:
@@ -78,7 +84,9 @@ def _backward(output: Tensor, inputs: Tensor, v: Tensor) -> Tensor:
     """
     if v.dim() == 1:
         return torch.autograd.grad(output, inputs, v)[0]
-    return torch.stack([torch.autograd.grad(output, inputs, vi, retain_graph=True)[0] for vi in v])
+    return torch.stack(
+        [torch.autograd.grad(output, inputs, vi, retain_graph=True)[0] for vi in v]
+    )
 
 
 def hvp(fn: Callable[[Tensor], Tensor], at: Tensor, v: Tensor) -> Tensor:
@@ -92,7 +100,9 @@ def hvp(fn: Callable[[Tensor], Tensor], at: Tensor, v: Tensor) -> Tensor:
     return _backward(g, x, v).detach()
 
 
-def mixed_vjp(fn: Callable[[Tensor, Tensor], Tensor], a: Tensor, b: Tensor, v: Tensor) -> Tensor:
+def mixed_vjp(
+    fn: Callable[[Tensor, Tensor], Tensor], a: Tensor, b: Tensor, v: Tensor
+) -> Tensor:
     """``(d2 fn / da db)^T . v``: the b-gradient of ``dfn/da . v`` (v lives in a's space).
 
     With ``fn = F``, ``a = Theta`` and ``b = W`` this is line 3 of Algorithm 1,
@@ -140,7 +150,12 @@ class DataHessian:
         batches: Callable[[], Iterable[Batch]],
         diagonal: float | Tensor = 0.0,
     ) -> None:
-        self.losses, self.at, self.batches, self.diagonal = losses, at.detach(), batches, diagonal
+        self.losses, self.at, self.batches, self.diagonal = (
+            losses,
+            at.detach(),
+            batches,
+            diagonal,
+        )
         self.matvecs = 0  # how many products were asked for: the cost unit of the solvers
 
     @property
@@ -151,12 +166,18 @@ class DataHessian:
     def matvec(self, v: Tensor) -> Tensor:
         """``H v`` (or ``H V`` for a block ``V`` of shape ``[k, p]``)."""
         self.matvecs += 1 if v.dim() == 1 else v.shape[0]
-        data = data_mean(lambda x, y: hvp(lambda p: self.losses(p, x, y).mean(), self.at, v), self.batches())
+        data = data_mean(
+            lambda x, y: hvp(lambda p: self.losses(p, x, y).mean(), self.at, v),
+            self.batches(),
+        )
         return data + self.diagonal * v
 
     def loss_gradient(self) -> Tensor:
         """The gradient of the mean loss alone (no diagonal term) at ``at``, streamed the same way."""
-        return data_mean(lambda x, y: gradient(lambda p: self.losses(p, x, y).mean(), self.at), self.batches())
+        return data_mean(
+            lambda x, y: gradient(lambda p: self.losses(p, x, y).mean(), self.at),
+            self.batches(),
+        )
 
     def to_dense(self, block: int = 256) -> Tensor:
         """The Hessian as a ``[p, p]`` matrix, from products with blocks of unit vectors."""
@@ -166,7 +187,9 @@ class DataHessian:
         return (dense + dense.T) / 2  # exact up to rounding; symmetrize the rounding away
 
 
-def jvp_losses(losses: Callable[[Tensor], Tensor], at: Tensor, tangents: Tensor) -> Tensor:
+def jvp_losses(
+    losses: Callable[[Tensor], Tensor], at: Tensor, tangents: Tensor
+) -> Tensor:
     """Directional derivatives of a vector of per-example losses: ``J(at) . t``.
 
     This scores a whole batch of candidates at once (line 5 of Algorithm 1): with ``t = v2`` the
@@ -180,15 +203,21 @@ def jvp_losses(losses: Callable[[Tensor], Tensor], at: Tensor, tangents: Tensor)
     try:
         with warnings.catch_warnings():
             # torch's own forward-mode decompositions call the deprecated torch.jit.script once
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*torch.jit.script.*", category=FutureWarning
+            )
             if tangents.dim() == 1:
                 return jvp(losses, (at,), (tangents,))[1].detach()
-            return vmap(lambda t: jvp(losses, (at,), (t,))[1], out_dims=1)(tangents).detach()
+            return vmap(lambda t: jvp(losses, (at,), (t,))[1], out_dims=1)(
+                tangents
+            ).detach()
     except (NotImplementedError, RuntimeError):
         return _jvp_by_double_backward(losses, at, tangents)
 
 
-def _jvp_by_double_backward(losses: Callable[[Tensor], Tensor], at: Tensor, tangents: Tensor) -> Tensor:
+def _jvp_by_double_backward(
+    losses: Callable[[Tensor], Tensor], at: Tensor, tangents: Tensor
+) -> Tensor:
     # J t = d/du [ (J^T u) . t ]: a vjp, differentiated once more in its cotangent u.
     x = _leaf(at)
     out = losses(x)
@@ -198,7 +227,9 @@ def _jvp_by_double_backward(losses: Callable[[Tensor], Tensor], at: Tensor, tang
     return (jt.T if tangents.dim() == 2 else jt).detach()
 
 
-def per_example_grads(losses: LossesFn, at: Tensor, x: Tensor, y: Tensor, chunk: int = 64) -> Tensor:
+def per_example_grads(
+    losses: LossesFn, at: Tensor, x: Tensor, y: Tensor, chunk: int = 64
+) -> Tensor:
     """Gradients ``d loss(z_i)/dparams`` of every example, shape ``[B, p]``.
 
     Batched by :func:`torch.func.vmap` over :func:`torch.func.grad`, ``chunk`` examples at a

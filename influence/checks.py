@@ -2,6 +2,7 @@
 
 Nothing is coerced silently: a wrong type is a ``TypeError``, a wrong value a ``ValueError``.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,7 +23,12 @@ def nonnegative(value: Any, name: str) -> float:
 
 def positive(value: Any, name: str) -> float:
     """A finite number > 0 (a tolerance)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not value > 0
+    ):
         raise ValueError(f"{name}: expected a number > 0, got {value!r}")
     return float(value)
 

@@ -4,6 +4,7 @@
 order where the order matters) and yields minibatches on the models' device, so that every
 sum over data in :mod:`influence.multistage` runs in bounded memory.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -33,7 +34,12 @@ class Examples:
         batch_size: int,
         ordered: bool = False,
     ) -> None:
-        self.name, self.device, self.dtype, self.batch_size = name, device, dtype, batch_size
+        self.name, self.device, self.dtype, self.batch_size = (
+            name,
+            device,
+            dtype,
+            batch_size,
+        )
         if isinstance(data, DataLoader):
             if ordered and isinstance(data.sampler, RandomSampler):
                 raise ValueError(
@@ -44,12 +50,20 @@ class Examples:
             self.x = self.y = None
             self._check_batch(*self._first(), where="its first batch")
             return
-        if not isinstance(data, (tuple, list)) or len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
-            raise TypeError(f"{name}: expected a pair (x, y) of tensors or a DataLoader, got {type(data).__name__}")
+        if (
+            not isinstance(data, (tuple, list))
+            or len(data) != 2
+            or not all(isinstance(t, Tensor) for t in data)
+        ):
+            raise TypeError(
+                f"{name}: expected a pair (x, y) of tensors or a DataLoader, got {type(data).__name__}"
+            )
         self.loader = None
         self.x, self.y = data
         if len(self.x) != len(self.y):
-            raise ValueError(f"{name}: x and y have different lengths ({len(self.x)} and {len(self.y)})")
+            raise ValueError(
+                f"{name}: x and y have different lengths ({len(self.x)} and {len(self.y)})"
+            )
         if len(self.x) == 0:
             raise ValueError(f"{name}: no examples")
         self._check_batch(self.x, self.y, where="x or y")
@@ -59,7 +73,9 @@ class Examples:
         if batch is None:
             raise ValueError(f"{self.name}: the DataLoader yields no batches")
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise TypeError(f"{self.name}: the DataLoader must yield (x, y) pairs, got {type(batch).__name__}")
+            raise TypeError(
+                f"{self.name}: the DataLoader must yield (x, y) pairs, got {type(batch).__name__}"
+            )
         return batch[0], batch[1]
 
     def _check_batch(self, x: Tensor, y: Tensor, where: str) -> None:
@@ -89,7 +105,9 @@ class Examples:
             for batch in self.loader:
                 x, y = batch[0], batch[1]
                 if len(x) != len(y):
-                    raise ValueError(f"{self.name}: a batch has x and y of different lengths ({len(x)}, {len(y)})")
+                    raise ValueError(
+                        f"{self.name}: a batch has x and y of different lengths ({len(x)}, {len(y)})"
+                    )
                 yield x.to(self.device), y.to(self.device)
             return
         for i in range(0, len(self.y), self.batch_size):

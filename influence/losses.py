@@ -11,6 +11,7 @@ tangents or cotangents), cast up from the model's dtype; the network itself stil
 own dtype. Float64 is not available on every device (Apple's MPS lacks it); there the loss
 runs in the outputs' dtype.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

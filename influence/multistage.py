@@ -21,6 +21,7 @@ Algorithm 1 line by line:
 
 Each step is also a public method, so the book can check it against dense algebra.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,12 +35,19 @@ import torch
 from torch import Tensor, nn
 
 from . import checks
-from .autodiff import DataHessian, ParamSpace, call, gradient, jvp_losses, per_example_grads
+from .autodiff import (
+    DataHessian,
+    ParamSpace,
+    call,
+    gradient,
+    jvp_losses,
+    per_example_grads,
+)
 from .cases import CASES, Case
 from .examples import Examples
 from .losses import Loss, cross_entropy, precise
 from .progress import progress
-from .solvers import CG, Solver, SolveInfo
+from .solvers import CG, SolveInfo, Solver
 
 
 @dataclass
@@ -49,14 +57,18 @@ class Report:
     finetune_solves: list[SolveInfo] = field(default_factory=list)
     pretrain_solves: list[SolveInfo] = field(default_factory=list)
     pretrain_gradient_norm: float = math.nan  # ||dG/d(W, U)|| at (W_bar, U)
-    finetune_gradient_norm: float = math.nan  # ||dF/dTheta|| (Case 1) or ||d(F + alpha..)/d(W, Theta)|| (Case 2)
+    finetune_gradient_norm: float = (
+        math.nan
+    )  # ||dF/dTheta|| (Case 1) or ||d(F + alpha..)/d(W, Theta)|| (Case 2)
 
 
 def _check_loss(loss: Any, name: str) -> Loss:
     if loss is None:
         return cross_entropy
     if not callable(loss):
-        raise TypeError(f"{name}: expected a callable (outputs, targets) -> per-example losses, or None")
+        raise TypeError(
+            f"{name}: expected a callable (outputs, targets) -> per-example losses, or None"
+        )
     return loss
 
 
@@ -76,8 +88,12 @@ class MultiStage:
     g(z) or f(x_t). The modules are not modified; they are put in eval mode while scoring.
     """
 
-    stationarity_tol: float = 1e-3  # warn when ||dG|| or ||dF|| at the supplied optimum exceeds this
-    feature_cache_bytes: int = 2**29  # Case 1 keeps the embedding's outputs on the finetuning data up to this size
+    stationarity_tol: float = (
+        1e-3  # warn when ||dG|| or ||dF|| at the supplied optimum exceeds this
+    )
+    feature_cache_bytes: int = (
+        2**29
+    )  # Case 1 keeps the embedding's outputs on the finetuning data up to this size
 
     def __init__(
         self,
@@ -98,31 +114,48 @@ class MultiStage:
         self.finetune_head = checks.module(finetune_head, "finetune_head")
         self.pretrain_loss = _check_loss(pretrain_loss, "pretrain_loss")
         self.finetune_loss = _check_loss(finetune_loss, "finetune_loss")
-        self._g, self._f = precise(self.pretrain_loss), precise(self.finetune_loss)  # float64: see influence.losses
+        self._g, self._f = (
+            precise(self.pretrain_loss),
+            precise(self.finetune_loss),
+        )  # float64: see influence.losses
         self.pretrain_l2 = checks.nonnegative(pretrain_l2, "pretrain_l2")
         self.finetune_l2 = checks.nonnegative(finetune_l2, "finetune_l2")
         if case not in CASES:
             raise ValueError(f"case: expected one of {sorted(CASES)}, got {case!r}")
         self.case = case
         self.alpha = checks.nonnegative(alpha, "alpha")
-        self.setup: Case = CASES[case](embedding, pretrained_embedding, self.alpha)  # all that differs per case
+        self.setup: Case = CASES[case](
+            embedding, pretrained_embedding, self.alpha
+        )  # all that differs per case
         self.pretrained_embedding = self.setup.pretrained_embedding
 
         self.W = ParamSpace.of(embedding)
         self.U = ParamSpace.of(pretrain_head)
         self.Theta = ParamSpace.of(finetune_head)
         if ParamSpace.of(self.pretrained_embedding) != self.W:
-            raise ValueError("pretrained_embedding: its parameters must have the same names and shapes as embedding's")
-        modules = {"embedding": embedding, "pretrain_head": pretrain_head, "finetune_head": finetune_head}
+            raise ValueError(
+                "pretrained_embedding: its parameters must have the same names and shapes as embedding's"
+            )
+        modules = {
+            "embedding": embedding,
+            "pretrain_head": pretrain_head,
+            "finetune_head": finetune_head,
+        }
         if self.pretrained_embedding is not embedding:
             modules["pretrained_embedding"] = self.pretrained_embedding
-        placements = {n: {(p.device, p.dtype) for p in m.parameters()} for n, m in modules.items()}
+        placements = {
+            n: {(p.device, p.dtype) for p in m.parameters()} for n, m in modules.items()
+        }
         if len(set().union(*placements.values())) != 1:
-            found = ", ".join(f"{n}: {sorted(f'{d}/{t}' for d, t in s)}" for n, s in placements.items())
+            found = ", ".join(
+                f"{n}: {sorted(f'{d}/{t}' for d, t in s)}" for n, s in placements.items()
+            )
             raise ValueError(f"modules must share one device and dtype; found {found}")
         ((self.device, self.dtype),) = set().union(*placements.values())
 
-        self.w_bar = self.W.flatten(self.pretrained_embedding)  # W_bar: the pretrained embedding
+        self.w_bar = self.W.flatten(
+            self.pretrained_embedding
+        )  # W_bar: the pretrained embedding
         self.u_bar = self.U.flatten(pretrain_head)  # U* (U_bar in Case 2)
         self.w_star = self.W.flatten(embedding)  # W*: = W_bar in Case 1
         self.theta_star = self.Theta.flatten(finetune_head)
@@ -132,12 +165,12 @@ class MultiStage:
 
     @property
     def pretrain_point(self) -> Tensor:
-        """(W_bar, U*) as one flat vector: where G and its Hessian are evaluated."""
+        """The point where G and its Hessian are evaluated: (W_bar, U*) as one flat vector."""
         return torch.cat([self.w_bar, self.u_bar])
 
     @property
     def finetune_point(self) -> Tensor:
-        """(W*, Theta*) as one flat vector: where F, f and their derivatives are evaluated."""
+        """The point where F, f and their derivatives are evaluated: (W*, Theta*) as one flat vector."""
         return torch.cat([self.w_star, self.theta_star])
 
     def pretrain_losses(self, wu: Tensor, x: Tensor, y: Tensor) -> Tensor:
@@ -149,14 +182,21 @@ class MultiStage:
     def finetune_losses(self, wt: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """Per-example finetuning losses f(x; W, Theta) with (W, Theta) given as one flat vector."""
         w, theta = wt[..., : self.W.numel], wt[..., self.W.numel :]
-        return self._f(call(self.finetune_head, self.Theta, theta, call(self.embedding, self.W, w, x)), y)
+        return self._f(
+            call(
+                self.finetune_head, self.Theta, theta, call(self.embedding, self.W, w, x)
+            ),
+            y,
+        )
 
     def _head_losses(self, theta: Tensor, features: Tensor, y: Tensor) -> Tensor:
         return self._f(call(self.finetune_head, self.Theta, theta, features), y)
 
     # ---- Algorithm 1, one method a line ---------------------------------------------------------
 
-    def test_gradient(self, test: Any, *, per_test: bool = False, batch_size: int = 256) -> Tensor:
+    def test_gradient(
+        self, test: Any, *, per_test: bool = False, batch_size: int = 256
+    ) -> Tensor:
         """Line 1: ``df(x_t)/d(W, Theta)`` at (W*, Theta*), as one flat vector over (W, Theta).
 
         Summed over the test points (eq. 8) by default; with ``per_test=True`` one row per test
@@ -165,8 +205,18 @@ class MultiStage:
         test = self._examples(test, "test", batch_size)
         with self._evaluating():
             if per_test:
-                return torch.cat([per_example_grads(self.finetune_losses, self.finetune_point, x, y) for x, y in test])
-            parts = [gradient(lambda p: self.finetune_losses(p, x, y).sum(), self.finetune_point) for x, y in test]
+                return torch.cat(
+                    [
+                        per_example_grads(self.finetune_losses, self.finetune_point, x, y)
+                        for x, y in test
+                    ]
+                )
+            parts = [
+                gradient(
+                    lambda p: self.finetune_losses(p, x, y).sum(), self.finetune_point
+                )
+                for x, y in test
+            ]
             return torch.stack(parts).sum(0)
 
     def finetune_hessian(self, finetune: Any, *, batch_size: int = 256) -> DataHessian:
@@ -176,22 +226,37 @@ class MultiStage:
         Case 2: K, the Hessian over (W, Theta) of ``F + alpha ||W - W_bar||^2`` at (W*, Theta*),
         whose W-block carries ``+2 alpha I`` (eq. 15).
         """
-        return self.setup.finetune_hessian(self, self._examples(finetune, "finetune", batch_size))
+        return self.setup.finetune_hessian(
+            self, self._examples(finetune, "finetune", batch_size)
+        )
 
     def pretrain_hessian(self, pretrain: Any, *, batch_size: int = 256) -> DataHessian:
         """``H_G = d2G/d(W, U)2`` at (W_bar, U*), plus ``pretrain_l2``: the Hessian that line 4 inverts."""
         pretrain = self._examples(pretrain, "pretrain", batch_size)
-        return DataHessian(self.pretrain_losses, self.pretrain_point, lambda: iter(pretrain), self.pretrain_l2)
+        return DataHessian(
+            self.pretrain_losses,
+            self.pretrain_point,
+            lambda: iter(pretrain),
+            self.pretrain_l2,
+        )
 
-    def first_ihvp(self, test_grad: Tensor, finetune_hessian: DataHessian, solver: Solver) -> Tensor:
-        """Line 2: ``v1``, over Theta (Case 1: ``(d2F/dTheta2)^-1 df/dTheta``) or (W, Theta) (Case 2: ``K^-1 df/d(W,Theta)``)."""
+    def first_ihvp(
+        self, test_grad: Tensor, finetune_hessian: DataHessian, solver: Solver
+    ) -> Tensor:
+        """Line 2: ``v1``, the first inverse-Hessian-vector product.
+
+        Over Theta in Case 1, ``(d2F/dTheta2)^-1 df/dTheta``; over (W, Theta) in Case 2,
+        ``K^-1 df/d(W,Theta)``.
+        """
         rhs = self.setup.first_rhs(self, test_grad)
         with self._evaluating():
             v1, info = solver.solve(finetune_hessian, rhs)
         self.report.finetune_solves.append(info)
         return v1
 
-    def pullback(self, v1: Tensor, test_grad: Tensor, finetune: Any, *, batch_size: int = 256) -> Tensor:
+    def pullback(
+        self, v1: Tensor, test_grad: Tensor, finetune: Any, *, batch_size: int = 256
+    ) -> Tensor:
         """Line 3: ``u``, over (W, U).
 
         Case 1: ``u = (d2F/dTheta dW)^T v1 - df/dW`` (the bracket of eq. 11, transposed), by a
@@ -205,14 +270,18 @@ class MultiStage:
             u_w = self.setup.pullback(self, v1, test_grad, finetune)
         return torch.cat([u_w, u_w.new_zeros(*u_w.shape[:-1], self.U.numel)], dim=-1)
 
-    def second_ihvp(self, u: Tensor, pretrain_hessian: DataHessian, solver: Solver) -> Tensor:
+    def second_ihvp(
+        self, u: Tensor, pretrain_hessian: DataHessian, solver: Solver
+    ) -> Tensor:
         """Line 4: ``v2 = H_G^-1 u`` at (W_bar, U*), the influence vector shared by all candidates."""
         with self._evaluating():
             v2, info = solver.solve(pretrain_hessian, u)
         self.report.pretrain_solves.append(info)
         return v2
 
-    def score_candidates(self, candidates: Any, v2: Tensor, *, batch_size: int = 256) -> Tensor:
+    def score_candidates(
+        self, candidates: Any, v2: Tensor, *, batch_size: int = 256
+    ) -> Tensor:
         """Line 5: ``score(z) = v2 . dg(z)/d(W, U)`` for every candidate z.
 
         One Jacobian-vector product of the per-example losses along v2 a batch, never a
@@ -222,7 +291,9 @@ class MultiStage:
         at = self.pretrain_point
         out = []
         with self._evaluating():
-            for x, y in progress(candidates, desc="scoring", total=candidates.num_batches):
+            for x, y in progress(
+                candidates, desc="scoring", total=candidates.num_batches
+            ):
                 out.append(jvp_losses(lambda p: self.pretrain_losses(p, x, y), at, v2))
         return torch.cat(out).to(self.dtype)
 
@@ -233,7 +304,12 @@ class MultiStage:
         """
         candidates = self._examples(candidates, "candidates", batch_size, ordered=True)
         with self._evaluating():
-            return torch.cat([per_example_grads(self.pretrain_losses, self.pretrain_point, x, y) for x, y in candidates])
+            return torch.cat(
+                [
+                    per_example_grads(self.pretrain_losses, self.pretrain_point, x, y)
+                    for x, y in candidates
+                ]
+            )
 
     # ---- the whole score ---------------------------------------------------------------------
 
@@ -265,18 +341,31 @@ class MultiStage:
         ``CG(damping=1e-8, iters=200)`` for the finetuning Hessian (Appendix B, MNIST), made
         anew for each call.
         """
-        pretrain_solver = CG(damping=1e-2, iters=200) if pretrain_solver is None else pretrain_solver
-        finetune_solver = CG(damping=1e-8, iters=200) if finetune_solver is None else finetune_solver
-        for name, solver in (("pretrain_solver", pretrain_solver), ("finetune_solver", finetune_solver)):
+        pretrain_solver = (
+            CG(damping=1e-2, iters=200) if pretrain_solver is None else pretrain_solver
+        )
+        finetune_solver = (
+            CG(damping=1e-8, iters=200) if finetune_solver is None else finetune_solver
+        )
+        for name, solver in (
+            ("pretrain_solver", pretrain_solver),
+            ("finetune_solver", finetune_solver),
+        ):
             if not isinstance(solver, Solver):
-                raise TypeError(f"{name}: expected an influence solver (Exact, CG or Identity), got {type(solver).__name__}")
+                raise TypeError(
+                    f"{name}: expected an influence solver (Exact, CG or Identity), got {type(solver).__name__}"
+                )
         checks.flag(per_test, "per_test")
         checks.positive_int(batch_size, "batch_size")
         checks.positive_int(test_block, "test_block")
-        if candidates is None:  # the pretraining examples are scored, so their order must hold too
+        if (
+            candidates is None
+        ):  # the pretraining examples are scored, so their order must hold too
             candidates = self._examples(pretrain, "pretrain", batch_size, ordered=True)
         else:
-            candidates = self._examples(candidates, "candidates", batch_size, ordered=True)
+            candidates = self._examples(
+                candidates, "candidates", batch_size, ordered=True
+            )
         pretrain = self._examples(pretrain, "pretrain", batch_size)
         finetune = self._examples(finetune, "finetune", batch_size)
         test = self._examples(test, "test", batch_size)
@@ -291,19 +380,34 @@ class MultiStage:
             return self.second_ihvp(u, h_g, pretrain_solver)
 
         if not per_test:
-            return self.score_candidates(candidates, v2_for(self.test_gradient(test)), batch_size=batch_size)
+            return self.score_candidates(
+                candidates, v2_for(self.test_gradient(test)), batch_size=batch_size
+            )
         columns = [
-            self.score_candidates(candidates, v2_for(self.test_gradient((x, y), per_test=True)), batch_size=batch_size)
+            self.score_candidates(
+                candidates,
+                v2_for(self.test_gradient((x, y), per_test=True)),
+                batch_size=batch_size,
+            )
             for x, y in test.blocks(test_block)
         ]
         return torch.cat(columns, dim=1)
 
     # ---- checks ----------------------------------------------------------------------------------
 
-    def _examples(self, data: Any, name: str, batch_size: int, ordered: bool = False) -> Examples:
+    def _examples(
+        self, data: Any, name: str, batch_size: int, ordered: bool = False
+    ) -> Examples:
         if isinstance(data, Examples):
             return data
-        examples = Examples(data, name, device=self.device, dtype=self.dtype, batch_size=batch_size, ordered=ordered)
+        examples = Examples(
+            data,
+            name,
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=batch_size,
+            ordered=ordered,
+        )
         self._check_fits(examples)
         return examples
 
@@ -311,7 +415,11 @@ class MultiStage:
         """Run the first batch through the stage it belongs to, and name the argument if it fails."""
         x, y = next(iter(examples.blocks(2)))
         pretraining = examples.name in ("pretrain", "candidates")
-        losses_fn, at = (self.pretrain_losses, self.pretrain_point) if pretraining else (self.finetune_losses, self.finetune_point)
+        losses_fn, at = (
+            (self.pretrain_losses, self.pretrain_point)
+            if pretraining
+            else (self.finetune_losses, self.finetune_point)
+        )
         loss_name = "pretrain_loss" if pretraining else "finetune_loss"
         try:
             with torch.no_grad(), self._evaluating():
@@ -322,8 +430,14 @@ class MultiStage:
                 f"x of shape {tuple(x.shape)} with y of shape {tuple(y.shape)}: {error}"
             ) from error
         if not isinstance(losses, torch.Tensor) or losses.shape != (len(y),):
-            shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
-            raise ValueError(f"{loss_name}: expected per-example losses of shape [{len(y)}], got {shape}")
+            shape = (
+                tuple(losses.shape)
+                if isinstance(losses, torch.Tensor)
+                else type(losses).__name__
+            )
+            raise ValueError(
+                f"{loss_name}: expected per-example losses of shape [{len(y)}], got {shape}"
+            )
 
     def _check_stationary(self, h_g: DataHessian, h_f: DataHessian) -> None:
         """Warn when the supplied optimum is visibly not stationary: the theory assumes dG = dF = 0."""
@@ -332,7 +446,10 @@ class MultiStage:
             f_grad = self.setup.finetune_gradient(self, h_f)
         self.report.pretrain_gradient_norm = g_grad.norm().item()
         self.report.finetune_gradient_norm = f_grad.norm().item()
-        for stage, norm in (("pretraining objective G", self.report.pretrain_gradient_norm), ("finetuning objective F", self.report.finetune_gradient_norm)):
+        for stage, norm in (
+            ("pretraining objective G", self.report.pretrain_gradient_norm),
+            ("finetuning objective F", self.report.finetune_gradient_norm),
+        ):
             if norm > self.stationarity_tol:
                 warnings.warn(
                     f"the {stage} has gradient norm {norm:.3g} at the supplied parameters "
@@ -344,7 +461,12 @@ class MultiStage:
 
     @contextlib.contextmanager
     def _evaluating(self) -> Iterator[None]:
-        modules = [self.embedding, self.pretrain_head, self.finetune_head, self.pretrained_embedding]
+        modules = [
+            self.embedding,
+            self.pretrain_head,
+            self.finetune_head,
+            self.pretrained_embedding,
+        ]
         modes = [m.training for m in modules]
         for m in modules:
             m.eval()

@@ -10,6 +10,7 @@ Three solvers share one small interface, :meth:`Solver.solve` ``(operator, b) ->
 ``solve`` returns the solution with a :class:`SolveInfo` saying what it did; solvers keep no
 state between calls, so one solver object may serve many solves, and many threads.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,9 @@ class Matrix:
 
     def __init__(self, matrix: Tensor) -> None:
         if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"matrix: expected a square matrix, got shape {tuple(matrix.shape)}")
+            raise ValueError(
+                f"matrix: expected a square matrix, got shape {tuple(matrix.shape)}"
+            )
         self.matrix = matrix
 
     @property
@@ -77,7 +80,9 @@ class SolveInfo:
 def _check_rhs(operator: Operator, b: Tensor) -> None:
     if not isinstance(b, Tensor) or b.dim() not in (1, 2) or b.shape[-1] != operator.dim:
         shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
-        raise ValueError(f"b: expected shape [{operator.dim}] or [k, {operator.dim}], got {shape}")
+        raise ValueError(
+            f"b: expected shape [{operator.dim}] or [k, {operator.dim}], got {shape}"
+        )
 
 
 def _norms(v: Tensor) -> Tensor:
@@ -121,7 +126,11 @@ class Exact(Solver):
         a = h + self.damping * torch.eye(operator.dim, dtype=h.dtype, device=h.device)
         x = torch.linalg.solve(a, b.unsqueeze(-1) if b.dim() == 1 else b.mT)
         x = x.squeeze(-1) if b.dim() == 1 else x.mT
-        residual = (_norms(b - x @ a.T) / _norms(b).clamp_min(torch.finfo(b.dtype).tiny)).max().item()
+        residual = (
+            (_norms(b - x @ a.T) / _norms(b).clamp_min(torch.finfo(b.dtype).tiny))
+            .max()
+            .item()
+        )
         return x, SolveInfo(repr(self), 0, residual, True, operator.dim)
 
 
@@ -154,7 +163,13 @@ class CG(Solver):
     below ``tol``, or after ``iters`` iterations, and warns if ``tol`` was not reached.
     """
 
-    def __init__(self, damping: float = 0.0, iters: int = 200, tol: float = 1e-6, squared: bool = True) -> None:
+    def __init__(
+        self,
+        damping: float = 0.0,
+        iters: int = 200,
+        tol: float = 1e-6,
+        squared: bool = True,
+    ) -> None:
         self.damping = checks.nonnegative(damping, "damping")
         self.iters = checks.positive_int(iters, "iters")
         self.tol = checks.positive(tol, "tol")
@@ -199,7 +214,11 @@ class CG(Solver):
             ad = apply(d)
             curvature = (d * ad).sum(-1)
             negative_curvature = min(negative_curvature, curvature.min().item())
-            step = torch.where(active & (curvature != 0), rr / torch.where(curvature == 0, 1, curvature), 0)
+            step = torch.where(
+                active & (curvature != 0),
+                rr / torch.where(curvature == 0, 1, curvature),
+                0,
+            )
             x = x + step.unsqueeze(-1) * d
             r = r - step.unsqueeze(-1) * ad
             rr_new = (r * r).sum(-1)

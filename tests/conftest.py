@@ -4,6 +4,7 @@ Stages (chapters, book build, browser test) are session fixtures, so the chapter
 the browser test share one execution and one build. Their wall times, and the install time
 ``.ci/run`` passes in ``INFLUENCE_CI_INSTALL_S``, are printed at the end of the run.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,9 @@ def _timed(stage: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _stage_seconds[stage] = _stage_seconds.get(stage, 0.0) + time.perf_counter() - start
+        _stage_seconds[stage] = (
+            _stage_seconds.get(stage, 0.0) + time.perf_counter() - start
+        )
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ them to fd 4, each a JSON object ending in a NUL byte. A reader thread sorts wha
 back into command replies and events; the test reads the events to see every request a
 page made.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,9 +23,18 @@ from typing import Any
 # These work as root on this kind of machine; the networking ones keep Chromium from calling
 # home, which on a closed network shows up as refused connections and slow starts.
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-default-apps", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--mute-audio",
 ]
 
 
@@ -48,10 +58,18 @@ class Chromium:
     ...     browser.evaluate("document.title")
     """
 
-    def __init__(self, executable: str | None = None, width: int = 1280, height: int = 860, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        executable: str | None = None,
+        width: int = 1280,
+        height: int = 860,
+        timeout: float = 60.0,
+    ) -> None:
         self.executable = executable or find_chromium()
         if self.executable is None:
-            raise FileNotFoundError("chromium not found: apt-get install -y chromium chromium-driver")
+            raise FileNotFoundError(
+                "chromium not found: apt-get install -y chromium chromium-driver"
+            )
         self.size, self.timeout = (width, height), timeout
         self.events: list[dict[str, Any]] = []
         self._replies: dict[int, queue.Queue[dict[str, Any]]] = {}
@@ -65,23 +83,42 @@ class Chromium:
         to_child, self._to_browser = os.pipe()
         self._from_browser, from_child = os.pipe()
 
-        def wire_pipes() -> None:  # in the child: the protocol's fixed descriptors 3 and 4
+        def wire_pipes() -> (
+            None
+        ):  # in the child: the protocol's fixed descriptors 3 and 4
             os.dup2(to_child, 3)
             os.dup2(from_child, 4)
 
         self.process = subprocess.Popen(
-            [self.executable, *FLAGS, f"--user-data-dir={self._profile}", "--remote-debugging-pipe", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=False, preexec_fn=wire_pipes,  # our own descriptors are non-inheritable (PEP 446)
+            [
+                self.executable,
+                *FLAGS,
+                f"--user-data-dir={self._profile}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=False,
+            preexec_fn=wire_pipes,  # our own descriptors are non-inheritable (PEP 446)
         )
         os.close(to_child)
         os.close(from_child)
         threading.Thread(target=self._read, daemon=True).start()
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)[
+            "sessionId"
+        ]
         for domain in ("Page", "Network", "Runtime"):
             self.call(f"{domain}.enable")
-        self.call("Emulation.setDeviceMetricsOverride", width=self.size[0], height=self.size[1], deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.size[0],
+            height=self.size[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -118,7 +155,11 @@ class Chromium:
 
     def call(self, method: str, session: bool = True, **params: Any) -> dict[str, Any]:
         """Send one protocol command (to the page's session unless ``session=False``) and return its result."""
-        message: dict[str, Any] = {"id": next(self._ids), "method": method, "params": params}
+        message: dict[str, Any] = {
+            "id": next(self._ids),
+            "method": method,
+            "params": params,
+        }
         if session and self.session is not None:
             message["sessionId"] = self.session
         box: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -128,7 +169,9 @@ class Chromium:
         try:
             reply = box.get(timeout=self.timeout)
         except queue.Empty:
-            raise DevToolsError(f"{method}: no answer from Chromium within {self.timeout:.0f} s") from None
+            raise DevToolsError(
+                f"{method}: no answer from Chromium within {self.timeout:.0f} s"
+            ) from None
         finally:
             with self._lock:
                 del self._replies[message["id"]]
@@ -151,7 +194,12 @@ class Chromium:
 
     def evaluate(self, expression: str) -> Any:
         """Evaluate JavaScript in the page, awaiting a promise, and return the value as JSON."""
-        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        result = self.call(
+            "Runtime.evaluate",
+            expression=expression,
+            awaitPromise=True,
+            returnByValue=True,
+        )
         if "exceptionDetails" in result:
             raise DevToolsError(f"JavaScript failed: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -164,7 +212,11 @@ class Chromium:
         for event in events:
             p = event.get("params", {})
             if event["method"] == "Network.requestWillBeSent":
-                seen[p["requestId"]] = {"url": p["request"]["url"], "status": None, "failed": None}
+                seen[p["requestId"]] = {
+                    "url": p["request"]["url"],
+                    "status": None,
+                    "failed": None,
+                }
             elif event["method"] == "Network.responseReceived" and p["requestId"] in seen:
                 seen[p["requestId"]]["status"] = p["response"]["status"]
             elif event["method"] == "Network.loadingFailed" and p["requestId"] in seen:

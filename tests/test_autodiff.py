@@ -1,4 +1,5 @@
 """Double-backprop products and batched per-example derivatives against torch.func's dense ones."""
+
 from __future__ import annotations
 
 import torch
@@ -42,13 +43,19 @@ def test_hvp_and_blocks_match_dense_hessian():
     _, _, at, x, y, losses = _setup()
     h = hessian(lambda p: losses(p, x, y).mean())(at)
     v = torch.randn(2, at.numel(), dtype=torch.float64)
-    assert torch.allclose(hvp(lambda p: losses(p, x, y).mean(), at, v[0]), h @ v[0], rtol=1e-10, atol=1e-12)
-    assert torch.allclose(hvp(lambda p: losses(p, x, y).mean(), at, v), v @ h, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(
+        hvp(lambda p: losses(p, x, y).mean(), at, v[0]), h @ v[0], rtol=1e-10, atol=1e-12
+    )
+    assert torch.allclose(
+        hvp(lambda p: losses(p, x, y).mean(), at, v), v @ h, rtol=1e-10, atol=1e-12
+    )
 
 
 def test_data_hessian_streams_the_mean_with_its_diagonal():
     _, _, at, x, y, losses = _setup()
-    h = hessian(lambda p: losses(p, x, y).mean())(at) + 0.3 * torch.eye(at.numel(), dtype=torch.float64)
+    h = hessian(lambda p: losses(p, x, y).mean())(at) + 0.3 * torch.eye(
+        at.numel(), dtype=torch.float64
+    )
     batches = lambda: ((x[i : i + 5], y[i : i + 5]) for i in range(0, 17, 5))  # noqa: E731  uneven batches
     op = DataHessian(losses, at, batches, diagonal=0.3)
     v = torch.randn(at.numel(), dtype=torch.float64)
@@ -79,6 +86,12 @@ def test_jvp_and_per_example_grads_match_jacobian():
     f = lambda p: losses(p, x, y)  # noqa: E731
     assert torch.allclose(jvp_losses(f, at, v), jac @ v, rtol=1e-10, atol=1e-12)
     assert torch.allclose(jvp_losses(f, at, block), jac @ block.T, rtol=1e-10, atol=1e-12)
-    assert torch.allclose(_jvp_by_double_backward(f, at, v), jac @ v, rtol=1e-10, atol=1e-12)
-    assert torch.allclose(_jvp_by_double_backward(f, at, block), jac @ block.T, rtol=1e-10, atol=1e-12)
-    assert torch.allclose(per_example_grads(losses, at, x, y, chunk=4), jac, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(
+        _jvp_by_double_backward(f, at, v), jac @ v, rtol=1e-10, atol=1e-12
+    )
+    assert torch.allclose(
+        _jvp_by_double_backward(f, at, block), jac @ block.T, rtol=1e-10, atol=1e-12
+    )
+    assert torch.allclose(
+        per_example_grads(losses, at, x, y, chunk=4), jac, rtol=1e-10, atol=1e-12
+    )

@@ -1,4 +1,5 @@
 """Every chapter in _toc.yml runs top to bottom at quick scale, from a fresh kernel, through papermill."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,6 +9,8 @@ from tools.chapters import chapters, name
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", [name(c) for c in chapters()])
-def test_chapter_runs_at_quick_scale(chapter: str, executed_chapters: dict[str, str | None]):
+def test_chapter_runs_at_quick_scale(
+    chapter: str, executed_chapters: dict[str, str | None]
+):
     error = executed_chapters[chapter]
     assert error is None, error

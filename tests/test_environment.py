@@ -1,4 +1,5 @@
 """environment.yml (conda) and pyproject.toml (pip) name the same packages with the same ranges."""
+
 from __future__ import annotations
 
 import re
@@ -22,17 +23,26 @@ CONDA_ONLY = {"python", "pip"}  # the interpreter and the installer, not depende
 
 def pip_packages() -> dict[str, SpecifierSet]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lines = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+    lines = [
+        *project["dependencies"],
+        *(d for extra in project["optional-dependencies"].values() for d in extra),
+    ]
     reqs = [Requirement(line) for line in lines]
     own = canonicalize_name(project["name"])
-    return {canonicalize_name(r.name): r.specifier for r in reqs if canonicalize_name(r.name) != own}
+    return {
+        canonicalize_name(r.name): r.specifier
+        for r in reqs
+        if canonicalize_name(r.name) != own
+    }
 
 
 def conda_packages() -> dict[str, SpecifierSet]:
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     found = {}
     for entry in env["dependencies"]:
-        assert isinstance(entry, str), f"environment.yml: nested entries such as {entry!r} are not synced with pyproject"
+        assert isinstance(entry, str), (
+            f"environment.yml: nested entries such as {entry!r} are not synced with pyproject"
+        )
         name, spec = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)", entry).groups()
         name = canonicalize_name(CONDA_TO_PIP.get(name, name))
         if name not in CONDA_ONLY:
@@ -43,9 +53,14 @@ def conda_packages() -> dict[str, SpecifierSet]:
 def test_environment_yml_and_pyproject_name_the_same_packages():
     pip, conda = pip_packages(), conda_packages()
     assert sorted(conda) == sorted(pip), (
-        f"only in pyproject.toml: {sorted(set(pip) - set(conda))}; only in environment.yml: {sorted(set(conda) - set(pip))}"
+        f"only in pyproject.toml: {sorted(set(pip) - set(conda))}; "
+        f"only in environment.yml: {sorted(set(conda) - set(pip))}"
     )
-    differ = {name: (str(pip[name]), str(conda[name])) for name in pip if pip[name] != conda[name]}
+    differ = {
+        name: (str(pip[name]), str(conda[name]))
+        for name in pip
+        if pip[name] != conda[name]
+    }
     assert not differ, f"version ranges differ (pyproject, environment.yml): {differ}"
 
 

@@ -1,4 +1,5 @@
 """The section-4 pipeline: cached training keyed by config, removal choice, controlled retraining."""
+
 from __future__ import annotations
 
 import math
@@ -13,9 +14,20 @@ from experiments.data import DatasetNotFoundError
 from experiments.provenance import read_results
 
 TINY = TransferConfig(
-    dataset="mnist", pretrain_classes=(0, 1), finetune_classes=(2, 3), pretrain_size=120, finetune_size=80,
-    test_size=60, batch_size=32, pretrain_steps=8, finetune_steps=8, retrain_pretrain_steps=3,
-    retrain_finetune_steps=3, hessian_examples=40, cg_iters=3, removals=4,
+    dataset="mnist",
+    pretrain_classes=(0, 1),
+    finetune_classes=(2, 3),
+    pretrain_size=120,
+    finetune_size=80,
+    test_size=60,
+    batch_size=32,
+    pretrain_steps=8,
+    finetune_steps=8,
+    retrain_pretrain_steps=3,
+    retrain_finetune_steps=3,
+    hessian_examples=40,
+    cg_iters=3,
+    removals=4,
 )
 
 
@@ -34,7 +46,15 @@ def cache(tmp_path, monkeypatch):
 
 
 def _weights(trained):
-    return [p.detach().clone() for m in (trained.net.embedding, trained.net.pretrain_head, trained.net.finetune_head) for p in m.parameters()]
+    return [
+        p.detach().clone()
+        for m in (
+            trained.net.embedding,
+            trained.net.pretrain_head,
+            trained.net.finetune_head,
+        )
+        for p in m.parameters()
+    ]
 
 
 def test_task_split_shapes(tiny_data):
@@ -52,7 +72,9 @@ def test_cache_is_reused_and_keyed_by_config(tiny_data, cache, monkeypatch):
         raise AssertionError("retrained although the cache holds these weights")
 
     monkeypatch.setattr(experiment, "fit_adam", no_training)
-    again = experiment.train_transfer(TINY.replace(removals=9, cg_iters=7), tiny_data)  # scoring fields: same key
+    again = experiment.train_transfer(
+        TINY.replace(removals=9, cg_iters=7), tiny_data
+    )  # scoring fields: same key
     assert all(torch.equal(a, b) for a, b in zip(_weights(first), _weights(again)))
     assert TINY.replace(pretrain_steps=9).training_key() != TINY.training_key()
 
@@ -83,7 +105,9 @@ def test_control_retraining_is_deterministic(tiny_data, cache):
     trained = experiment.train_transfer(TINY, tiny_data)
     a = experiment.retrained_loss(TINY, tiny_data, trained, None)
     b = experiment.retrained_loss(TINY, tiny_data, trained, None)
-    assert a == b  # same batches, same seed: the controlled difference isolates the removal
+    assert (
+        a == b
+    )  # same batches, same seed: the controlled difference isolates the removal
 
 
 @pytest.mark.parametrize("case", ["fixed", "updated"])
@@ -91,7 +115,13 @@ def test_run_validation_end_to_end(tiny_data, cache, case):
     result = experiment.run_validation(TINY.replace(case=case), identity=True, pairs=1)
     assert TransferConfig.from_dict(result["config"]) == TINY.replace(case=case)
     v = result["validation"]
-    assert len(v["indices"]) == len(v["raw"]) == len(v["controlled"]) == len(v["predicted"]) == TINY.removals
+    assert (
+        len(v["indices"])
+        == len(v["raw"])
+        == len(v["controlled"])
+        == len(v["predicted"])
+        == TINY.removals
+    )
     assert len(result["scores"]) == result["m"] == 120
     assert all(math.isfinite(x) for x in v["raw"] + v["controlled"] + v["predicted"])
     assert -1 <= result["agreement"]["controlled"]["pearson_r"] <= 1
@@ -100,26 +130,41 @@ def test_run_validation_end_to_end(tiny_data, cache, case):
     # The relations that define the outputs:
     scores, m, n_test = torch.tensor(result["scores"]), result["m"], result["n_test"]
     idx = torch.tensor(v["indices"])
-    expected = (-scores[idx] / (m * n_test)).tolist()  # eq. 8, removal is eps = -1/m, loss is a mean over x_t
-    assert v["predicted"] == pytest.approx(expected, rel=1e-5)  # the stored scores are rounded to 6 digits
+    expected = (
+        -scores[idx] / (m * n_test)
+    ).tolist()  # eq. 8, removal is eps = -1/m, loss is a mean over x_t
+    assert v["predicted"] == pytest.approx(
+        expected, rel=1e-5
+    )  # the stored scores are rounded to 6 digits
     drift = v["control_loss"] - v["original_loss"]
     assert v["controlled"] == pytest.approx([r - drift for r in v["raw"]], abs=1e-12)
     identity = torch.tensor(result["identity"]["scores"])
-    assert result["identity"]["predicted"] == pytest.approx((-identity[idx] / (m * n_test)).tolist(), rel=1e-5)
+    assert result["identity"]["predicted"] == pytest.approx(
+        (-identity[idx] / (m * n_test)).tolist(), rel=1e-5
+    )
     from experiments.stats import agreement
 
     assert result["agreement"]["controlled"]["pearson_r"] == pytest.approx(
-        agreement(v["predicted"], v["controlled"]).pearson_r, abs=1e-12)
+        agreement(v["predicted"], v["controlled"]).pearson_r, abs=1e-12
+    )
 
 
 def test_rescore_keeps_measurements_and_recomputes_predictions(tiny_data, cache):
     result = experiment.run_validation(TINY, identity=True, pairs=0)
     again = experiment.rescore(result, identity=True)
     v, w = result["validation"], again["validation"]
-    assert (w["indices"], w["raw"], w["controlled"]) == (v["indices"], v["raw"], v["controlled"])
-    assert w["predicted"] == pytest.approx(v["predicted"], rel=1e-4)  # the same library, the same weights
+    assert (w["indices"], w["raw"], w["controlled"]) == (
+        v["indices"],
+        v["raw"],
+        v["controlled"],
+    )
+    assert w["predicted"] == pytest.approx(
+        v["predicted"], rel=1e-4
+    )  # the same library, the same weights
     assert again["rescored"]["before"]["agreement"] == result["agreement"]
-    assert again["rescored"]["after"]["exact zeros"] == int((torch.tensor(again["scores"]) == 0).sum())
+    assert again["rescored"]["after"]["exact zeros"] == int(
+        (torch.tensor(again["scores"]) == 0).sum()
+    )
     tampered = {**result, "validation": {**v, "original_loss": v["original_loss"] + 1e-3}}
     with pytest.raises(RuntimeError, match="differ from the measured ones"):
         experiment.rescore(tampered)
@@ -129,7 +174,9 @@ def test_rescore_keeps_measurements_and_recomputes_predictions(tiny_data, cache)
 def test_every_training_field_changes_the_cache_key(field):
     value = getattr(TINY, field)
     changed = {
-        str: {"mnist": "cifar10", "fixed": "updated"}.get(value, value + "x") if isinstance(value, str) else None,
+        str: {"mnist": "cifar10", "fixed": "updated"}.get(value, value + "x")
+        if isinstance(value, str)
+        else None,
         tuple: (*value, 9) if isinstance(value, tuple) else None,
         float: value * 2 + 1e-3 if isinstance(value, float) else None,
         int: value + 1 if isinstance(value, int) else None,
@@ -140,19 +187,34 @@ def test_every_training_field_changes_the_cache_key(field):
 
 def test_every_dataclass_field_that_shapes_training_is_keyed():
     """A new field that changes training must join TRAINING_FIELDS; the others only score or validate."""
-    scoring_or_validation = {"test_size", "retrain_pretrain_steps", "retrain_finetune_steps", "pretrain_damping",
-                             "finetune_damping", "hessian_examples", "finetune_hessian_examples", "cg_iters",
-                             "removals", "retrain_seed"}
+    scoring_or_validation = {
+        "test_size",
+        "retrain_pretrain_steps",
+        "retrain_finetune_steps",
+        "pretrain_damping",
+        "finetune_damping",
+        "hessian_examples",
+        "finetune_hessian_examples",
+        "cg_iters",
+        "removals",
+        "retrain_seed",
+    }
     fields = set(TINY.as_dict())
-    assert fields == set(TRAINING_FIELDS) | scoring_or_validation, sorted(fields ^ (set(TRAINING_FIELDS) | scoring_or_validation))
+    assert fields == set(TRAINING_FIELDS) | scoring_or_validation, sorted(
+        fields ^ (set(TRAINING_FIELDS) | scoring_or_validation)
+    )
 
 
 def test_case2_cache_reloads_both_w_star_and_w_bar(tiny_data, cache, monkeypatch):
     config = TINY.replace(case="updated")
     first = experiment.train_transfer(config, tiny_data)
     assert first.net.pretrained_embedding is not first.net.embedding
-    moved = sum((a - b).norm() for a, b in zip(first.net.embedding.parameters(),
-                                                first.net.pretrained_embedding.parameters()))
+    moved = sum(
+        (a - b).norm()
+        for a, b in zip(
+            first.net.embedding.parameters(), first.net.pretrained_embedding.parameters()
+        )
+    )
     assert moved > 0  # finetuning moved W away from W_bar
 
     def no_training(*args, **kwargs):
@@ -160,8 +222,10 @@ def test_case2_cache_reloads_both_w_star_and_w_bar(tiny_data, cache, monkeypatch
 
     monkeypatch.setattr(experiment, "fit_adam", no_training)
     again = experiment.train_transfer(config, tiny_data)
-    for a, b in ((first.net.embedding, again.net.embedding), (first.net.pretrained_embedding,
-                                                              again.net.pretrained_embedding)):
+    for a, b in (
+        (first.net.embedding, again.net.embedding),
+        (first.net.pretrained_embedding, again.net.pretrained_embedding),
+    ):
         assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert again.net.pretrained_embedding is not again.net.embedding
 
@@ -169,21 +233,40 @@ def test_case2_cache_reloads_both_w_star_and_w_bar(tiny_data, cache, monkeypatch
 def test_scales_keep_paper_hyperparameters():
     for name, paper in PAPER.items():
         for scaled in (CPU[name], QUICK[name]):
-            assert (scaled.pretrain_damping, scaled.finetune_damping, scaled.alpha, scaled.case) == (
-                paper.pretrain_damping, paper.finetune_damping, paper.alpha, paper.case)
-    assert PAPER["mnist-fixed"].batch_size == 512 and PAPER["cifar10-fixed"].batch_size == 128
-    assert (PAPER["cifar10-fixed"].retrain_pretrain_steps, PAPER["cifar10-fixed"].retrain_finetune_steps) == (6000, 3000)
+            assert (
+                scaled.pretrain_damping,
+                scaled.finetune_damping,
+                scaled.alpha,
+                scaled.case,
+            ) == (paper.pretrain_damping, paper.finetune_damping, paper.alpha, paper.case)
+    assert (
+        PAPER["mnist-fixed"].batch_size == 512
+        and PAPER["cifar10-fixed"].batch_size == 128
+    )
+    assert (
+        PAPER["cifar10-fixed"].retrain_pretrain_steps,
+        PAPER["cifar10-fixed"].retrain_finetune_steps,
+    ) == (6000, 3000)
     assert PAPER["cifar10-updated"].retrain_finetune_steps == 1000
 
 
-def test_retest_measures_the_same_removals_with_another_batch_order(tiny_data, cache, tmp_path, monkeypatch):
+def test_retest_measures_the_same_removals_with_another_batch_order(
+    tiny_data, cache, tmp_path, monkeypatch
+):
     monkeypatch.setitem(configs.SCALES, "tiny", {"mnist-fixed": TINY})
     monkeypatch.setitem(configs.RETEST_SIZE, "mnist-fixed", 3)
-    monkeypatch.setitem(configs.SECTION_41, "mnist-fixed", dict(pairs=0))  # run_validation has its own test
+    monkeypatch.setitem(
+        configs.SECTION_41, "mnist-fixed", dict(pairs=0)
+    )  # run_validation has its own test
     path = tmp_path / "sec41.json"
-    sec41.reproduce_section41(path, scale="tiny", only=["mnist-fixed"])  # retests 3 of the 4 removals too
+    sec41.reproduce_section41(
+        path, scale="tiny", only=["mnist-fixed"]
+    )  # retests 3 of the 4 removals too
     written = read_results(path)["results"]["experiments"]["mnist-fixed"]["retest"]
-    assert written["retrain_seed"] == configs.RETEST_SEED and len(written["validation"]["indices"]) == 3
+    assert (
+        written["retrain_seed"] == configs.RETEST_SEED
+        and len(written["validation"]["indices"]) == 3
+    )
     with pytest.raises(ValueError, match="retrain_seed"):
         sec41.retest_section41(path, "mnist-fixed", TINY.continuation_seed)
     with pytest.raises(ValueError, match="size"):
@@ -193,11 +276,20 @@ def test_retest_measures_the_same_removals_with_another_batch_order(tiny_data, c
     first = stored["validation"]
     assert stored["retest"]["positions"] == [0, 2, 3] and retest["retrain_seed"] == 5
     assert retest["validation"]["indices"] == [first["indices"][j] for j in (0, 2, 3)]
-    assert retest["validation"]["predicted"] == pytest.approx([first["predicted"][j] for j in (0, 2, 3)], rel=1e-5)
-    assert retest["validation"]["control_loss"] != first["control_loss"]  # other batches, another control
+    assert retest["validation"]["predicted"] == pytest.approx(
+        [first["predicted"][j] for j in (0, 2, 3)], rel=1e-5
+    )
+    assert (
+        retest["validation"]["control_loss"] != first["control_loss"]
+    )  # other batches, another control
     # the seed is the only difference: at the first seed, retraining gives the first measurement back
-    again = experiment.validate(TINY, tiny_data, experiment.train_transfer(TINY, tiny_data),
-                                torch.tensor(stored["scores"]), torch.tensor(first["indices"][:1]))
+    again = experiment.validate(
+        TINY,
+        tiny_data,
+        experiment.train_transfer(TINY, tiny_data),
+        torch.tensor(stored["scores"]),
+        torch.tensor(first["indices"][:1]),
+    )
     assert again.controlled == [first["controlled"][0]]
 
 
@@ -207,10 +299,16 @@ def test_lanczos_finds_the_extreme_eigenvalues():
 
     g = torch.Generator().manual_seed(0)
     q, _ = torch.linalg.qr(torch.randn(60, 60, generator=g, dtype=torch.float64))
-    eigenvalues = torch.cat([torch.tensor([-0.5, 7.0]), torch.linspace(0.01, 1.0, 58)]).double()
+    eigenvalues = torch.cat(
+        [torch.tensor([-0.5, 7.0]), torch.linspace(0.01, 1.0, 58)]
+    ).double()
     ritz = lanczos(Matrix(q @ torch.diag(eigenvalues) @ q.T), 30)
-    assert ritz[0].item() == pytest.approx(-0.5, rel=1e-6) and ritz[-1].item() == pytest.approx(7.0, rel=1e-8)
-    full = lanczos(Matrix(q @ torch.diag(eigenvalues) @ q.T), 60)  # k = n: every eigenvalue
+    assert ritz[0].item() == pytest.approx(-0.5, rel=1e-6) and ritz[
+        -1
+    ].item() == pytest.approx(7.0, rel=1e-8)
+    full = lanczos(
+        Matrix(q @ torch.diag(eigenvalues) @ q.T), 60
+    )  # k = n: every eigenvalue
     assert torch.allclose(full, eigenvalues.sort().values, rtol=1e-8, atol=1e-10)
 
 
@@ -218,11 +316,19 @@ def test_damping_sweep_predicts_the_stored_removals_again(tiny_data, cache):
     from experiments.damping import damping_sweep
 
     result = experiment.run_validation(TINY, identity=True, pairs=0)
-    sweep = damping_sweep(result, dampings=(1e-3, 1.0), stages=("pretrain",), iters=5, lanczos_steps=5)
-    assert [(r["on"], r["damping"]) for r in sweep["rows"]] == [("H^2", 1e-3), ("H^2", 1.0), ("H", 1e-3), ("H", 1.0)]
+    sweep = damping_sweep(
+        result, dampings=(1e-3, 1.0), stages=("pretrain",), iters=5, lanczos_steps=5
+    )
+    assert [(r["on"], r["damping"]) for r in sweep["rows"]] == [
+        ("H^2", 1e-3),
+        ("H^2", 1.0),
+        ("H", 1e-3),
+        ("H", 1.0),
+    ]
     # the identity limit is Fig. 3's ablation on the same removals
     assert sweep["identity"]["controlled"]["pearson_r"] == pytest.approx(
-        result["identity"]["agreement"]["controlled"]["pearson_r"], abs=1e-5)
+        result["identity"]["agreement"]["controlled"]["pearson_r"], abs=1e-5
+    )
     lowest = sweep["ritz_values"][0]
     for row in sweep["rows"]:
         if "skipped" in row:

@@ -1,4 +1,5 @@
 """The library stands alone: ``import influence`` needs torch and tqdm, and never the experiment layer."""
+
 from __future__ import annotations
 
 import ast
@@ -15,7 +16,9 @@ def test_import_influence_loads_no_plotting_statistics_or_vision_package():
         "import sys, influence, influence.autodiff, influence.solvers, influence.multistage, influence.losses\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert out.stdout.strip() == "", f"import influence loaded {out.stdout.strip()}"
 
 

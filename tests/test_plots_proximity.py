@@ -1,4 +1,5 @@
 """The figure function the multi-stage training chapter adds to experiments.plots."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -14,7 +15,9 @@ from experiments import plots  # noqa: E402
 
 def test_proximity_sweep_draws_the_distance_and_its_two_limits():
     alphas = np.logspace(-2, 1, 4)
-    ax = plots.proximity_sweep(alphas, 1 / (1 + alphas), title="t", unconstrained=1.0, gradient_at_w_bar=2.0)
+    ax = plots.proximity_sweep(
+        alphas, 1 / (1 + alphas), title="t", unconstrained=1.0, gradient_at_w_bar=2.0
+    )
     assert ax.get_xscale() == ax.get_yscale() == "log"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(labels) == 3 and "eq. 12" in labels[0] and "eq. 3" in labels[1]

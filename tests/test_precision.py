@@ -4,6 +4,7 @@ A confident example's loss derivative is a difference of nearly equal large numb
 cross-entropy in forward mode, ``t_y - sum_k p_k t_k`` with ``p_y`` near 1. Evaluated in
 float32 it cancels to 0 or to a few ulps, so float32 scores were quantized or exactly 0.
 """
+
 from __future__ import annotations
 
 import copy
@@ -60,7 +61,11 @@ def _confident_problem(case: str):
 
 
 def _ms(modules, case):
-    kw = dict(case="updated", alpha=0.05, pretrained_embedding=modules[3]) if case == "updated" else {}
+    kw = (
+        dict(case="updated", alpha=0.05, pretrained_embedding=modules[3])
+        if case == "updated"
+        else {}
+    )
     return MultiStage(*modules[:3], pretrain_l2=1e-3, finetune_l2=1e-3, **kw)
 
 
@@ -68,15 +73,25 @@ def _ms(modules, case):
 def test_float32_scores_match_float64_on_confident_examples(case):
     m32, m64, d32, d64, losses = _confident_problem(case)
     assert (losses < 1e-5).float().mean() > 0.5, "the set-up must be confident"
-    with pytest.warns(RuntimeWarning):  # Adam does not reach a stationary point; the comparison does not need one
-        s64 = _ms(m64, case).scores(**d64, pretrain_solver=Exact(), finetune_solver=Exact())
-        s32 = _ms(m32, case).scores(**d32, pretrain_solver=Exact(), finetune_solver=Exact())
+    with pytest.warns(
+        RuntimeWarning
+    ):  # Adam does not reach a stationary point; the comparison does not need one
+        s64 = _ms(m64, case).scores(
+            **d64, pretrain_solver=Exact(), finetune_solver=Exact()
+        )
+        s32 = _ms(m32, case).scores(
+            **d32, pretrain_solver=Exact(), finetune_solver=Exact()
+        )
     assert s32.dtype == torch.float32 and s64.dtype == torch.float64
     big = s64.abs() > 1e-4 * s64.abs().max()
     relative = ((s32.double() - s64).abs() / s64.abs())[big]
     assert big.sum() >= 20
-    assert relative.max() < 1e-2, f"float32 vs float64: worst relative error {relative.max():.3g}"
-    assert not ((s32 == 0) & (s64 != 0)).any(), "a float32 score is exactly 0 where the float64 one is not"
+    assert relative.max() < 1e-2, (
+        f"float32 vs float64: worst relative error {relative.max():.3g}"
+    )
+    assert not ((s32 == 0) & (s64 != 0)).any(), (
+        "a float32 score is exactly 0 where the float64 one is not"
+    )
 
 
 def test_jvp_of_a_confident_loss_is_exact_with_precise_losses():
@@ -95,7 +110,9 @@ def test_jvp_of_a_confident_loss_is_exact_with_precise_losses():
         from influence.autodiff import ParamSpace, call
 
         space = ParamSpace.of(model)
-        return space.flatten(model), lambda p: loss(call(model, space, p, x.to(p.dtype)), y)
+        return space.flatten(model), lambda p: loss(
+            call(model, space, p, x.to(p.dtype)), y
+        )
 
     at64, fn64 = losses_fn(net64, cross_entropy)
     reference = jvp_losses(fn64, at64, tangent.double())
@@ -104,9 +121,11 @@ def test_jvp_of_a_confident_loss_is_exact_with_precise_losses():
     _, fixed = losses_fn(net, precise(cross_entropy))
     plain = jvp_losses(naive, at32, tangent)
     stable = jvp_losses(fixed, at32, tangent)
-    plain_error = ((plain.double() - reference).abs() / reference.abs())
-    stable_error = ((stable.double() - reference).abs() / reference.abs())
-    assert (plain == 0).sum() >= 10 and (plain_error > 0.1).sum() >= 20, "float32 evaluation should show the defect"
+    plain_error = (plain.double() - reference).abs() / reference.abs()
+    stable_error = (stable.double() - reference).abs() / reference.abs()
+    assert (plain == 0).sum() >= 10 and (plain_error > 0.1).sum() >= 20, (
+        "float32 evaluation should show the defect"
+    )
     assert stable_error.max() < 1e-3
     assert not (stable == 0).any()
 
@@ -127,9 +146,16 @@ def test_precise_losses_keep_custom_losses_and_their_hessians():
     out = loss(net(x), y)
     assert out.dtype == torch.float64 and out.shape == (30,)
     net64 = copy.deepcopy(net).double()
-    h32 = DataHessian(lambda p, xb, yb: loss(call(net, space, p, xb), yb), space.flatten(net), lambda: [(x, y)])
-    h64 = DataHessian(lambda p, xb, yb: mse(call(net64, space, p, xb), yb), space.flatten(net64),
-                      lambda: [(x.double(), y.double())])
+    h32 = DataHessian(
+        lambda p, xb, yb: loss(call(net, space, p, xb), yb),
+        space.flatten(net),
+        lambda: [(x, y)],
+    )
+    h64 = DataHessian(
+        lambda p, xb, yb: mse(call(net64, space, p, xb), yb),
+        space.flatten(net64),
+        lambda: [(x.double(), y.double())],
+    )
     v = torch.randn(space.numel)
     hv32, hv64 = h32.matvec(v), h64.matvec(v.double())
     assert hv32.dtype == torch.float32

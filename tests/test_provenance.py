@@ -1,4 +1,5 @@
 """Results files: what is written comes back, with where it came from, and a missing file says what to run."""
+
 from __future__ import annotations
 
 import subprocess
@@ -9,11 +10,17 @@ from experiments import provenance
 
 
 def test_results_round_trip_with_provenance(tmp_path):
-    path = provenance.write_results(tmp_path / "deep" / "sec.json", {"scale": "cpu"}, {"r": [0.5, -1.25e-7]})
+    path = provenance.write_results(
+        tmp_path / "deep" / "sec.json", {"scale": "cpu"}, {"r": [0.5, -1.25e-7]}
+    )
     back = provenance.read_results(path)
-    assert back["config"] == {"scale": "cpu"} and back["results"] == {"r": [0.5, -1.25e-7]}
+    assert back["config"] == {"scale": "cpu"} and back["results"] == {
+        "r": [0.5, -1.25e-7]
+    }
     assert set(back["provenance"]) == {"commit", "hardware", "python", "torch", "date"}
-    assert back["provenance"]["hardware"].strip() and back["provenance"]["date"].startswith("20")
+    assert back["provenance"]["hardware"].strip() and back["provenance"][
+        "date"
+    ].startswith("20")
 
 
 def test_missing_results_file_says_what_to_run(tmp_path):

@@ -1,4 +1,5 @@
 """The three solvers against torch.linalg.solve on dense symmetric matrices."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,15 @@ from influence.solvers import Matrix
 def _spd(n: int = 40, cond: float = 100.0, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    return q @ torch.diag(torch.logspace(0, torch.log10(torch.tensor(cond)).item(), n, dtype=torch.float64)) @ q.T
+    return (
+        q
+        @ torch.diag(
+            torch.logspace(
+                0, torch.log10(torch.tensor(cond)).item(), n, dtype=torch.float64
+            )
+        )
+        @ q.T
+    )
 
 
 def _rel(a, b):
@@ -22,7 +31,10 @@ def test_exact_with_damping():
     h = _spd()
     b = torch.randn(40, dtype=torch.float64)
     x, _ = Exact(damping=0.5).solve(Matrix(h), b)
-    assert _rel(x, torch.linalg.solve(h + 0.5 * torch.eye(40, dtype=torch.float64), b)) <= 1e-12
+    assert (
+        _rel(x, torch.linalg.solve(h + 0.5 * torch.eye(40, dtype=torch.float64), b))
+        <= 1e-12
+    )
 
 
 def test_exact_refuses_large_operators():
@@ -61,8 +73,13 @@ def test_cg_block_equals_columns():
 
 def test_cg_warns_when_it_stops_short():
     solver = CG(iters=3, tol=1e-10)
-    with pytest.warns(RuntimeWarning, match=r"stopped after 3 iterations at relative residual .* above tol"):
-        _, info = solver.solve(Matrix(_spd(cond=1e4)), torch.ones(40, dtype=torch.float64))
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"stopped after 3 iterations at relative residual .* above tol",
+    ):
+        _, info = solver.solve(
+            Matrix(_spd(cond=1e4)), torch.ones(40, dtype=torch.float64)
+        )
     assert not info.converged and info.relative_residual > 1e-10
 
 

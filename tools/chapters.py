@@ -8,6 +8,7 @@ the folder Jupyter Book renders from. The sources in book/ keep no outputs.
     python -m tools.chapters --full         # full scale (make book FULL=1)
     python -m tools.chapters preface        # only the chapters named
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,11 @@ TOC = ROOT / "_toc.yml"
 BOOK = ROOT / "book"
 EXECUTED = ROOT / "_build" / "executed"
 KERNEL = "python3"  # jupyter_client runs it with this interpreter, so the venv's packages are the ones used
+# The kernel (ipykernel's IPKernelApp, a separate process whose stderr is ours) logs a warning at
+# start-up, "Kernel is running over TCP without encryption", once per chapter. The kernel and
+# papermill talk over loopback only, so the warning says nothing here: the kernel app logs
+# errors alone. Warnings that chapter code raises still reach the page (they are cell output).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 class ChapterFailed(RuntimeError):
@@ -78,14 +84,22 @@ def execute(chapter: Path, *, quick: bool = True) -> float:
     """
     import papermill
 
-    os.environ["INFLUENCE_PROGRESS"] = "0"  # the kernel inherits this process's environment
+    os.environ["INFLUENCE_PROGRESS"] = (
+        "0"  # the kernel inherits this process's environment
+    )
     out = executed_path(chapter)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            chapter, out, parameters=dict(quick=quick), kernel_name=KERNEL, cwd=chapter.parent,
-            progress_bar=False, log_output=False,
+            chapter,
+            out,
+            parameters=dict(quick=quick),
+            kernel_name=KERNEL,
+            cwd=chapter.parent,
+            progress_bar=False,
+            log_output=False,
+            extra_arguments=KERNEL_ARGUMENTS,
         )
     except Exception as err:  # papermill's errors carry the failing cell's traceback
         raise ChapterFailed(name(chapter), err) from err
@@ -93,8 +107,14 @@ def execute(chapter: Path, *, quick: bool = True) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Execute the book's chapters with papermill.")
-    parser.add_argument("names", nargs="*", help="chapters to run (default: all in _toc.yml), e.g. preface")
+    parser = argparse.ArgumentParser(
+        description="Execute the book's chapters with papermill."
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        help="chapters to run (default: all in _toc.yml), e.g. preface",
+    )
     parser.add_argument("--full", action="store_true", help="full scale: quick=False")
     args = parser.parse_args(argv)
     todo = chapters()
@@ -103,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"not chapters in _toc.yml: {sorted(unknown)}")
     todo = [c for c in todo if not args.names or name(c) in args.names]
     scale = "full" if args.full else "quick"
-    print(f"Executing {len(todo)} chapter(s) at {scale} scale into {EXECUTED.relative_to(ROOT)}/", flush=True)
+    print(
+        f"Executing {len(todo)} chapter(s) at {scale} scale into {EXECUTED.relative_to(ROOT)}/",
+        flush=True,
+    )
     failed = []
     for chapter in todo:
         start = time.perf_counter()
@@ -111,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             seconds = execute(chapter, quick=not args.full)
             print(f"  {name(chapter):<40} {seconds:7.1f} s", flush=True)
         except ChapterFailed as err:
-            print(f"  {name(chapter):<40} {time.perf_counter() - start:7.1f} s  FAILED\n{err}", file=sys.stderr, flush=True)
+            print(
+                f"  {name(chapter):<40} {time.perf_counter() - start:7.1f} s  FAILED\n{err}",
+                file=sys.stderr,
+                flush=True,
+            )
             failed.append(name(chapter))
     if failed:
         print(f"Failed chapters: {', '.join(failed)}", file=sys.stderr)

@@ -10,6 +10,7 @@ kept, in order, and code cells lose their outputs and execution counts, so a stu
 shows the tasks but neither the answers nor what the answers print. ``make assignments``
 runs this script.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,9 @@ def strip_solutions(nb: NotebookNode) -> tuple[NotebookNode, int]:
     for cell in kept:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-        cell.get("metadata", {}).pop("papermill", None)  # what an executed copy records about its run
+        cell.get("metadata", {}).pop(
+            "papermill", None
+        )  # what an executed copy records about its run
     out.cells = kept
     out.metadata.pop("papermill", None)
     return out, removed
@@ -52,8 +55,11 @@ def chapters(book: Path = BOOK) -> list[Path]:
 
 def exercise_count(nb: NotebookNode) -> int:
     return sum(
-        1 for cell in nb.cells if cell.cell_type == "markdown"
-        for line in cell.source.splitlines() if line.startswith("### Exercise")
+        1
+        for cell in nb.cells
+        if cell.cell_type == "markdown"
+        for line in cell.source.splitlines()
+        if line.startswith("### Exercise")
     )
 
 
@@ -66,8 +72,18 @@ def _shown(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", type=Path, help="chapters to convert (default: every book/*.ipynb)")
-    parser.add_argument("--out", type=Path, default=OUT, help="folder for the assignments (default: _build/assignments)")
+    parser.add_argument(
+        "notebooks",
+        nargs="*",
+        type=Path,
+        help="chapters to convert (default: every book/*.ipynb)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUT,
+        help="folder for the assignments (default: _build/assignments)",
+    )
     args = parser.parse_args(argv)
     notebooks = args.notebooks or chapters()
     if not notebooks:
@@ -84,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         target = args.out / path.name
         nbformat.write(assignment, target)
         cells = "cell" if removed == 1 else "cells"
-        print(f"wrote {_shown(target)}: {exercise_count(assignment)} exercises, {removed} solution {cells} removed")
+        print(
+            f"wrote {_shown(target)}: {exercise_count(assignment)} exercises, {removed} solution {cells} removed"
+        )
     return 0
 
 

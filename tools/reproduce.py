@@ -1,34 +1,54 @@
 """Run a section's experiments at full scale and write its results file for the book.
 
-    python tools/reproduce.py sec41                 # CPU scale, all of section 4.1
-    python tools/reproduce.py sec41 --scale paper   # exactly Appendix B (a GPU)
-    python tools/reproduce.py sec41 --only cifar10-fixed
-    python tools/reproduce.py sec41 --retest mnist-fixed --seed 7 --size 30   # measure removals again
-    python tools/reproduce.py sec41 --rescore      # score again with the current library, measurements kept
+python tools/reproduce.py sec41                 # CPU scale, all of section 4.1
+python tools/reproduce.py sec41 --scale paper   # exactly Appendix B (a GPU)
+python tools/reproduce.py sec41 --only cifar10-fixed
+python tools/reproduce.py sec41 --retest mnist-fixed --seed 7 --size 30   # measure removals again
+python tools/reproduce.py sec41 --rescore      # score again with the current library, measurements kept
 """
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from experiments import configs, sec41
+from experiments import configs, sec41, sec45
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
-SECTIONS = {"sec41": sec41.reproduce_section41}
+SECTIONS = {"sec41": sec41.reproduce_section41, "sec45": sec45.reproduce_section45}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("section", choices=sorted(SECTIONS))
     parser.add_argument("--scale", default="cpu", choices=sorted(configs.SCALES))
-    parser.add_argument("--only", nargs="*", help="experiments to (re)run; the others stay as they are in the file")
-    parser.add_argument("--out", type=Path, help="results file (default: book/results/<section>.json)")
-    parser.add_argument("--retest", metavar="EXPERIMENT",
-                        help="instead of running, retrain the stored removals of EXPERIMENT with another batch order")
-    parser.add_argument("--rescore", action="store_true",
-                        help="instead of running, score the stored experiments again (their measurements are kept)")
-    parser.add_argument("--seed", type=int, default=configs.RETEST_SEED, help="--retest: the continued training's seed")
-    parser.add_argument("--size", type=int, help="--retest: how many of the removals (default: all)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        help="experiments to (re)run; the others stay as they are in the file",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="results file (default: book/results/<section>.json)"
+    )
+    parser.add_argument(
+        "--retest",
+        metavar="EXPERIMENT",
+        help="instead of running, retrain the stored removals of EXPERIMENT with another batch order",
+    )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="instead of running, score the stored experiments again (their measurements are kept)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=configs.RETEST_SEED,
+        help="--retest: the continued training's seed",
+    )
+    parser.add_argument(
+        "--size", type=int, help="--retest: how many of the removals (default: all)"
+    )
     args = parser.parse_args()
     out = args.out or RESULTS / f"{args.section}.json"
     if args.rescore:

@@ -1,7 +1,8 @@
 """Strip outputs and execution counts from notebooks, as chapters are stored in git.
 
-    python -m tools.strip_notebooks book/*.ipynb
+python -m tools.strip_notebooks book/*.ipynb
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,7 +16,9 @@ def strip(path: Path) -> bool:
     nb = nbformat.read(path, as_version=4)
     changed = False
     for cell in nb.cells:
-        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
+        if cell.cell_type == "code" and (
+            cell.outputs or cell.execution_count is not None
+        ):
             cell.outputs, cell.execution_count, changed = [], None, True
     if changed:
         nbformat.write(nb, path)
