@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import subprocess
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -79,3 +81,36 @@ def read_results(path: str | Path) -> dict[str, Any]:
             f"no results at {path}: run the full-scale command that writes it (see the chapter)"
         )
     return json.loads(path.read_text())
+
+
+def record_experiment(
+    path: str | Path,
+    done: dict[str, Any],
+    name: str,
+    scale: str,
+    run: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """Run one experiment of a section and file it in ``done["experiments"][name]``, then write ``path``.
+
+    The entry carries its scale, its minutes and the provenance of the code as it was when the
+    run began, so an interrupted section keeps what it finished. Returns the entry.
+    """
+    start, source = time.perf_counter(), provenance()
+    result = run()
+    done["experiments"][name] = {
+        "scale": scale,
+        "minutes": (time.perf_counter() - start) / 60,
+        "provenance": source,
+        **result,
+    }
+    write_section(path, done, scale)
+    return done["experiments"][name]
+
+
+def write_section(path: str | Path, done: dict[str, Any], scale: str) -> Path:
+    """Write a section's results file, its config being each experiment's config."""
+    config = {
+        "scale": scale,
+        "experiments": {n: e["config"] for n, e in done["experiments"].items()},
+    }
+    return write_results(path, config, done)

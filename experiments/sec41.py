@@ -13,7 +13,13 @@ from typing import Any
 import torch
 
 from .configs import RETEST_SEED, RETEST_SIZE, SCALES, SECTION_41, TransferConfig
-from .provenance import provenance, read_results, write_results
+from .provenance import (
+    provenance,
+    read_results,
+    record_experiment,
+    write_results,
+    write_section,
+)
 from .stats import agreement
 from .transfer import (
     load_transfer_data,
@@ -49,22 +55,9 @@ def reproduce_section41(
     done = read_results(path)["results"] if path.exists() else {"experiments": {}}
     for name in names:
         config = SCALES[scale][name]
-        start, source = (
-            time.perf_counter(),
-            provenance(),
-        )  # the code as it was when the run began
-        result = run_validation(config, **SECTION_41[name])
-        done["experiments"][name] = {
-            "scale": scale,
-            "minutes": (time.perf_counter() - start) / 60,
-            "provenance": source,
-            **result,
-        }
-        config_of_file = {
-            "scale": scale,
-            "experiments": {n: e["config"] for n, e in done["experiments"].items()},
-        }
-        write_results(path, config_of_file, done)
+        record_experiment(
+            path, done, name, scale, lambda: run_validation(config, **SECTION_41[name])
+        )
         if retest_too:
             size = RETEST_SIZE[name]
             size = (
@@ -75,7 +68,7 @@ def reproduce_section41(
             done["experiments"][name]["retest"] = retest(
                 done["experiments"][name], RETEST_SEED, size
             )
-            write_results(path, config_of_file, done)
+            write_section(path, done, scale)
     return done
 
 

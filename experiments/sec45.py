@@ -31,7 +31,7 @@ from torch import Tensor
 from influence import CG, MultiStage
 
 from . import lm, text
-from .provenance import provenance, read_results, write_results
+from .provenance import read_results, record_experiment
 from .spectrum import lanczos
 from .stats import agreement
 
@@ -681,17 +681,5 @@ def reproduce_section45(
     path = Path(path)
     done = read_results(path)["results"] if path.exists() else {"experiments": {}}
     for name in names:
-        start, source = time.perf_counter(), provenance()
-        result = run_section45(SCALES[scale])
-        done["experiments"][name] = {
-            "scale": scale,
-            "minutes": (time.perf_counter() - start) / 60,
-            "provenance": source,
-            **result,
-        }
-        config = {
-            "scale": scale,
-            "experiments": {n: e["config"] for n, e in done["experiments"].items()},
-        }
-        write_results(path, config, done)
+        record_experiment(path, done, name, scale, lambda: run_section45(SCALES[scale]))
     return done
