@@ -16,27 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import best_of  # bench/timing.py: scripts run from bench/
 
 from experiments import lm, sec45, text
 from experiments.provenance import provenance
 from influence import CG, MultiStage
 from influence.autodiff import per_example_grads
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: forward-mode decompositions are traced on first use
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def sentences(n: int, vocab: int, mean_tokens: int, seed: int) -> list[list[int]]:

@@ -11,27 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import best_of  # bench/timing.py: scripts run from bench/
 
 from experiments.models import table_a
 from experiments.provenance import provenance
 from influence import CG, MultiStage
 from influence.autodiff import per_example_grads
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: allocators, forward-mode decompositions
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
