@@ -223,6 +223,56 @@ RETEST_SIZE = {"mnist-fixed": 30, "cifar10-fixed": None, "cifar10-updated": None
 RETEST_SEED = 7
 
 
+# Section 4.2, data cleansing (CIFAR-10, W fixed, the 4.1 setup): remove a fraction of the
+# pretraining examples, chosen by score or at random, retrain both stages from scratch with each
+# seed, and measure the finetuning test accuracy. Runs are listed most needed first, so that a
+# run cut short still holds every condition at 10% for the first seeds.
+SECTION_42_FRACTION = 0.1  # the paper's 10%
+SECTION_42_SEEDS = {"paper": (0, 1, 2), "cpu": (0, 1, 2), "quick": (0, 1)}
+SECTION_42_CURVE = (0.05, 0.2)  # further fractions for the accuracy curve, seed 0 only
+SECTION_42_KINDS = ("top", "random", "bottom")  # largest scores, at random, most negative
+
+
+def section42_runs(scale: str) -> list[tuple[str, float, int]]:
+    """The retrainings of section 4.2 as (kind, fraction, seed), most needed first."""
+    seeds = SECTION_42_SEEDS[scale]
+    runs = [("none", 0.0, s) for s in seeds[:1]]
+    for seed in seeds:
+        if seed != seeds[0]:
+            runs.append(("none", 0.0, seed))
+        runs += [(k, SECTION_42_FRACTION, seed) for k in ("top", "random")]
+    runs += [("bottom", SECTION_42_FRACTION, s) for s in seeds]
+    runs += [(k, f, seeds[0]) for f in SECTION_42_CURVE for k in SECTION_42_KINDS]
+    return runs
+
+
+# Section 4.3, task similarity: one embedding pretrained on bird vs frog (classes 2, 6, the 4.1
+# setup); task A finetunes on bird vs frog again, task B on automobile vs deer (1, 4), W fixed,
+# the hyperparameters equal. On CPU each pretraining solve gets 50 CG iterations, not 200: each
+# costs two Hessian-vector products over 1,000 CIFAR-10 images, about 10 s on 2 cores.
+SECTION_43_TASKS = {"A": (2, 6), "B": (1, 4)}
+SECTION_43_CG = {"paper": 200, "cpu": 50, "quick": 10}
+
+
+def section43(scale: str) -> dict[str, TransferConfig]:
+    """Tasks A and B of section 4.3 at ``scale``, both on the pretraining of section 4.1."""
+    base = SCALES[scale]["cifar10-fixed"]
+    return {
+        task: base.replace(finetune_classes=classes, cg_iters=SECTION_43_CG[scale])
+        for task, classes in SECTION_43_TASKS.items()
+    }
+
+
+def section44(scale: str) -> dict[str, TransferConfig]:
+    """Models C and D of section 4.4: the 4.1 setup with W updated, D on 3x the finetuning
+    examples for 3x the finetuning steps, the same pretraining."""
+    c = SCALES[scale]["cifar10-updated"]
+    return {
+        "C": c,
+        "D": c.replace(finetune_size=3 * c.finetune_size, finetune_steps=3 * c.finetune_steps),
+    }
+
+
 @dataclass(frozen=True)
 class PaperNumber:
     """One number the paper reports, and where a results file holds ours.

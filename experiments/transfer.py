@@ -165,14 +165,34 @@ def cache_dir() -> Path:
     return Path(os.environ.get("INFLUENCE_CACHE", Path.home() / ".cache" / "influence"))
 
 
+PRETRAINING_FIELDS = (
+    "dataset",
+    "pretrain_classes",
+    "pretrain_size",
+    "batch_size",
+    "lr",
+    "pretrain_steps",
+    "seed",
+)
+
+
 def train_transfer(
-    config: TransferConfig, data: TransferData, *, cache: bool = True
+    config: TransferConfig,
+    data: TransferData,
+    *,
+    cache: bool = True,
+    pretrained_by: TransferConfig | None = None,
 ) -> TrainedTransfer:
     """Pretrain on ``data.pretrain``, then finetune on ``data.finetune`` (Case 1: the head; Case 2: all, near W_bar).
 
     With ``cache``, the weights are stored under :func:`cache_dir` in a file named by
     :meth:`TransferConfig.training_key`, holding the config that made them; a file whose
     config differs, or that cannot be read, is retrained and overwritten.
+
+    ``pretrained_by``: another config whose pretraining is this one's (the same
+    ``PRETRAINING_FIELDS``); its trained, cached weights supply W_bar and U, and only
+    finetuning runs. Pretraining draws nothing from the global generator, so the result is
+    the one pretraining from scratch would give.
     """
     path = cache_dir() / f"{config.dataset}-{config.case}-{config.training_key()}.pt"
     net = table_a(
@@ -214,14 +234,29 @@ def train_transfer(
     net = table_a(
         config.dataset, len(config.pretrain_classes), len(config.finetune_classes)
     )
-    pre = _pretrain(
-        config,
-        net.embedding,
-        net.pretrain_head,
-        data.pretrain,
-        steps=config.pretrain_steps,
-        seed=config.seed,
-    )
+    if pretrained_by is None:
+        pre = _pretrain(
+            config,
+            net.embedding,
+            net.pretrain_head,
+            data.pretrain,
+            steps=config.pretrain_steps,
+            seed=config.seed,
+        )
+    else:
+        differ = [
+            f
+            for f in PRETRAINING_FIELDS
+            if getattr(config, f) != getattr(pretrained_by, f)
+        ]
+        if differ:
+            raise ValueError(
+                f"pretrained_by: its pretraining differs from this config's in {differ}"
+            )
+        source = train_transfer(pretrained_by, load_transfer_data(pretrained_by))
+        net.embedding.load_state_dict(source.net.pretrained_embedding.state_dict())
+        net.pretrain_head.load_state_dict(source.net.pretrain_head.state_dict())
+        pre = AdamRun(source.history["pretrain"], source.pretrain_adam)
     pretrained = copy.deepcopy(net.embedding)  # W_bar
     fine = _finetune(
         config,
