@@ -269,7 +269,9 @@ def section44(scale: str) -> dict[str, TransferConfig]:
     c = SCALES[scale]["cifar10-updated"]
     return {
         "C": c,
-        "D": c.replace(finetune_size=3 * c.finetune_size, finetune_steps=3 * c.finetune_steps),
+        "D": c.replace(
+            finetune_size=3 * c.finetune_size, finetune_steps=3 * c.finetune_steps
+        ),
     }
 
 

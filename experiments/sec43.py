@@ -118,14 +118,15 @@ def run_similarity(scale: str = "cpu") -> dict[str, Any]:
             "v2_norm": float(out["v2"].norm()),
             "rayleigh": out["rayleigh"],
             "solves": dataclasses.asdict(out["report"]),
-            "seconds": {"training (or cache)": trained_s, "scores": time.perf_counter() - start},
+            "seconds": {
+                "training (or cache)": trained_s,
+                "scores": time.perf_counter() - start,
+            },
         }
     return {
         "config": {t: c.as_dict() for t, c in configs.items()},
         "tasks": tasks,
-        "comparison": compare_magnitudes(
-            vectors["A"]["scores"], vectors["B"]["scores"]
-        ),
+        "comparison": compare_magnitudes(vectors["A"]["scores"], vectors["B"]["scores"]),
         "cosine_u": _cosine(vectors["A"]["u"], vectors["B"]["u"]),
         "cosine_v2": _cosine(vectors["A"]["v2"], vectors["B"]["v2"]),
         "pearson_scores": _cosine(
@@ -141,5 +142,7 @@ def reproduce_section43(
     """Run section 4.3 at ``scale`` and write it, with provenance, to ``path``."""
     path = Path(path)
     done = read_results(path)["results"] if path.exists() else {"experiments": {}}
-    record_experiment(path, done, "cifar10-similarity", scale, lambda: run_similarity(scale))
+    record_experiment(
+        path, done, "cifar10-similarity", scale, lambda: run_similarity(scale)
+    )
     return done

@@ -12,10 +12,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments import configs, sec41, sec45
+from experiments import configs, sec41, sec42, sec43, sec44, sec45
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
-SECTIONS = {"sec41": sec41.reproduce_section41, "sec45": sec45.reproduce_section45}
+SECTIONS = {
+    "sec41": sec41.reproduce_section41,
+    "sec42": sec42.reproduce_section42,
+    "sec43": sec43.reproduce_section43,
+    "sec44": sec44.reproduce_section44,
+    "sec45": sec45.reproduce_section45,
+}
 
 
 def main() -> None:
