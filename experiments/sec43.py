@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import stats as scipy_stats
 from torch import Tensor
 
