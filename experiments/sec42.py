@@ -135,7 +135,7 @@ def summarize(runs: Sequence[dict[str, Any]], fraction: float) -> dict[str, Any]
 
 
 def reproduce_section42(
-    path: str | Path, scale: str = "cpu", only: Any = None
+    path: str | Path, scale: str = "cpu", only: Any = None, limit: int | None = None
 ) -> dict[str, Any]:
     """Run section 4.2 at ``scale``, writing ``path`` after every retraining.
 
@@ -143,6 +143,7 @@ def reproduce_section42(
     weights are the cached ones), else computed here. A file that already holds runs of the
     same config keeps them, and only the missing runs are trained: an interrupted run resumes.
     The seed-0 run without removal is the trained model itself, which is exactly that run.
+    ``limit`` stops after the first ``limit`` runs of the list.
     """
     path = Path(path)
     config = SCALES[scale]["cifar10-fixed"]
@@ -178,7 +179,7 @@ def reproduce_section42(
         done["experiments"]["cifar10-fixed"] = entry
     scores = torch.tensor(entry["scores"])
     have = {(r["kind"], r["fraction"], r["seed"]) for r in entry["runs"]}
-    for kind, fraction, seed in section42_runs(scale):
+    for kind, fraction, seed in section42_runs(scale)[:limit]:
         if (kind, fraction, seed) in have:
             continue
         begin = time.perf_counter()
