@@ -21,7 +21,7 @@ import torch
 from scipy import stats as scipy_stats
 from torch import Tensor
 
-from .configs import SCALES, TransferConfig, section42_runs
+from .configs import SCALES, SECTION_42_FRACTION, TransferConfig, section42_runs
 from .models import table_a
 from .provenance import provenance, read_results, write_section
 from .sec44 import stored_scores
@@ -202,6 +202,7 @@ def reproduce_section42(
                 "seconds": time.perf_counter() - begin,
             }
         )
+        entry["summary"] = summarize(entry["runs"], SECTION_42_FRACTION)
         entry["minutes"] += (time.perf_counter() - start) / 60
         start = time.perf_counter()
         write_section(path, done, scale)
