@@ -295,7 +295,8 @@ class PaperNumber:
     paper: float
     results: str  # the results file's stem under book/results/
     experiment: str
-    path: tuple[str, ...]
+    path: tuple[str | int, ...]  # keys, or list positions
+    fmt: str = ".2f"  # how the reproduction page formats ours
 
     def ours(self, results_dir: str | Path) -> tuple[float, str] | None:
         """Our value and the scale it ran at, or None where no results file holds it yet."""
@@ -307,9 +308,12 @@ class PaperNumber:
         )
         scale = node.get("scale", "?") if isinstance(node, dict) else None
         for key in self.path:
-            if not isinstance(node, dict) or key not in node:
+            if isinstance(node, list) and isinstance(key, int) and key < len(node):
+                node = node[key]
+            elif isinstance(node, dict) and key in node:
+                node = node[key]
+            else:
                 return None
-            node = node[key]
         return float(node), scale
 
 
@@ -346,6 +350,74 @@ PAPER_NUMBERS: list[PaperNumber] = [
         "sec41",
         "mnist-fixed",
         ("identity", *R_CONTROLLED),
+    ),
+    *(
+        PaperNumber(
+            "Sec. 4.2",
+            f"finetuning test accuracy, {what} (mean over seeds)",
+            paper,
+            "sec42",
+            "cifar10-fixed",
+            ("summary", kind, "mean"),
+            ".2%",
+        )
+        for kind, what, paper in (
+            ("none", "nothing removed", 0.5815),
+            ("top", "the 10% of largest scores removed", 0.5836),
+            ("random", "a random 10% removed", 0.5808),
+        )
+    ),
+    PaperNumber(
+        "Sec. 4.2",
+        "seconds to score every CIFAR-10 pretraining example, 200 CG iterations a solve "
+        "(paper: a V100; ours: 2 CPU cores)",
+        230.0,
+        "sec41",
+        "cifar10-fixed",
+        ("seconds", "scores"),
+        ".0f",
+    ),
+    *(
+        PaperNumber(where, what, paper, file, experiment, (*path, i), ".3g")
+        for where, file, experiment, path, rows in (
+            (
+                "Fig. 5",
+                "sec43",
+                "cifar10-similarity",
+                ("comparison", "mean_abs"),
+                (
+                    ("mean |score|, task A (bird vs frog, as pretrained)", 0.055),
+                    ("mean |score|, task B (automobile vs deer)", 0.025),
+                ),
+            ),
+            (
+                "Fig. 6",
+                "sec44",
+                "cifar10-finetune-size",
+                ("comparison", "mean_abs"),
+                (
+                    ("mean |score|, model C (5k finetuning examples)", 0.22),
+                    ("mean |score|, model D (15k finetuning examples, 3x steps)", 0.15),
+                ),
+            ),
+        )
+        for i, (what, paper) in enumerate(rows)
+    ),
+    PaperNumber(
+        "Fig. 5",
+        "ratio of mean |score|, A / B (free of the scores' normalization)",
+        0.055 / 0.025,
+        "sec43",
+        "cifar10-similarity",
+        ("comparison", "ratio_of_means"),
+    ),
+    PaperNumber(
+        "Fig. 6",
+        "ratio of mean |score|, C / D (free of the scores' normalization)",
+        0.22 / 0.15,
+        "sec44",
+        "cifar10-finetune-size",
+        ("comparison", "ratio_of_means"),
     ),
     PaperNumber(
         "Sec. 4.5",

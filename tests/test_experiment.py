@@ -335,3 +335,52 @@ def test_damping_sweep_predicts_the_stored_removals_again(tiny_data, cache):
             assert row["on"] == "H" and row["damping"] <= -lowest
         else:
             assert -1 <= row["controlled"]["pearson_r"] <= 1 and row["iterations"] <= 5
+
+
+def test_finetuning_on_another_configs_pretraining_equals_training_from_scratch(
+    tiny_data, cache
+):
+    source = TINY.replace(finetune_steps=5)
+    target = TINY.replace(finetune_steps=7)
+    scratch = experiment.train_transfer(target, tiny_data, cache=False)
+    reused = experiment.train_transfer(target, tiny_data, pretrained_by=source)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(scratch), _weights(reused)))
+    assert reused.history["pretrain"] == scratch.history["pretrain"]
+    with pytest.raises(ValueError, match="pretrain_steps"):
+        experiment.train_transfer(  # a config not cached yet, so the check runs
+            target.replace(finetune_steps=6),
+            tiny_data,
+            pretrained_by=source.replace(pretrain_steps=9),
+        )
+
+
+def test_paper_numbers_follow_keys_and_list_positions(tmp_path):
+    from experiments.provenance import write_results
+
+    experiments = {"e": {"scale": "cpu", "a": {"b": [0.5, 0.25]}}}
+    write_results(tmp_path / "f.json", {}, {"experiments": experiments})
+    number = configs.PaperNumber("Fig. 9", "x", 0.1, "f", "e", ("a", "b", 1))
+    assert number.ours(tmp_path) == (0.25, "cpu")
+    for path in (("a", "b", 2), ("a", "c"), ("a", "b", "x")):
+        assert configs.PaperNumber("F", "x", 0.1, "f", "e", path).ours(tmp_path) is None
+    assert configs.PaperNumber("F", "x", 0.1, "g", "e", ("a",)).ours(tmp_path) is None
+
+
+def test_section_configs_change_only_what_the_paper_varies():
+    for scale in configs.SCALES:
+        a, b = configs.section43(scale).values()
+        base = configs.SCALES[scale]["cifar10-fixed"]
+        assert (a.finetune_classes, b.finetune_classes) == ((2, 6), (1, 4))
+        assert a.pretrain_classes == b.pretrain_classes == base.pretrain_classes
+        assert a.replace(finetune_classes=b.finetune_classes) == b
+        c, d = configs.section44(scale).values()
+        assert c.case == d.case == "updated"
+        assert d.finetune_size == 3 * c.finetune_size
+        assert d.finetune_steps == 3 * c.finetune_steps
+        assert (
+            d.replace(finetune_size=c.finetune_size, finetune_steps=c.finetune_steps) == c
+        )
+        runs = configs.section42_runs(scale)
+        assert len(set(runs)) == len(runs)
+        first_curve = next(i for i, r in enumerate(runs) if r[1] not in (0.0, 0.1))
+        assert {r[0] for r in runs[:first_curve]} == {"none", "top", "random", "bottom"}
