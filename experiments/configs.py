@@ -101,6 +101,18 @@ class TransferConfig:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def is_stored_as(self, fields: dict[str, Any] | None) -> bool:
+        """Whether ``fields``, as read back from a results file, is this config.
+
+        JSON turns tuples into lists, so ``as_dict() == fields`` is False for every config with
+        a class tuple; and a file written before a field was added lacks it. Rebuild the config
+        (missing fields take their defaults) and compare that.
+        """
+        names = {f.name for f in dataclasses.fields(self)}
+        if not isinstance(fields, dict) or not set(fields) <= names:
+            return False
+        return TransferConfig.from_dict(fields) == self
+
 
 MNIST_FIXED = TransferConfig(
     dataset="mnist",

@@ -243,3 +243,68 @@ def proximity_sweep(
     )
     ax.legend(loc="lower left", fontsize=8)
     return ax
+
+
+def score_distributions(
+    scores: dict[str, Sequence[float] | np.ndarray],
+    *,
+    title: str,
+    paper_means: dict[str, float] | None = None,
+    axes: Sequence[Axes] | None = None,
+    bins: int = 60,
+) -> Sequence[Axes]:
+    """Figs. 5 and 6: each model's pretraining scores, as the paper draws them and by magnitude.
+
+    The left panel is the paper's: score value against probability density on a log axis.
+    Multi-stage scores are heavy tailed (a few examples carry most of the mass), so the right
+    panel histograms log10 |score|, where the bulk of each distribution can be seen, with a
+    dashed line at each model's mean |score|, the statistic the paper compares.
+    ``paper_means`` writes the paper's mean |score| beside ours in the legend.
+    """
+    if not scores:
+        raise ValueError("scores needs at least one model")
+    arrays = {k: np.asarray(v, dtype=float) for k, v in scores.items()}
+    if any(a.size == 0 for a in arrays.values()):
+        raise ValueError("every model needs at least one score")
+    if axes is None:
+        axes = plt.subplots(1, 2, figsize=(10.4, 4.0))[1]
+    left, right = axes
+    colors = sns.color_palette(PALETTE)
+    lo = min(a.min() for a in arrays.values())
+    hi = max(a.max() for a in arrays.values())
+    edges = np.linspace(lo, hi, bins + 1) if hi > lo else bins
+    magnitudes = {k: np.abs(a[a != 0]) for k, a in arrays.items()}
+    logs = np.concatenate([np.log10(m) for m in magnitudes.values() if m.size])
+    log_edges = np.linspace(logs.min(), logs.max(), bins + 1) if logs.size else bins
+    for color, (name, a) in zip(colors, arrays.items()):
+        mean = float(np.abs(a).mean())
+        label = f"{name}: mean |score| {mean:.3g}"
+        if paper_means and name in paper_means:
+            label += f" (paper {paper_means[name]:.3g})"
+        label += f", n = {a.size}"
+        left.hist(a, bins=edges, density=True, histtype="step", lw=1.5, color=color)
+        left.set_yscale("log")
+        if magnitudes[name].size:
+            right.hist(
+                np.log10(magnitudes[name]),
+                bins=log_edges,
+                density=True,
+                histtype="step",
+                lw=1.5,
+                color=color,
+                label=label,
+            )
+        right.axvline(np.log10(mean), ls="--", lw=1, color=color)
+    left.set(
+        title="as in the paper",
+        xlabel="influence function score",
+        ylabel="probability density",
+    )
+    right.set(
+        title="by magnitude (dashed: mean |score|)",
+        xlabel=r"$\log_{10}$ |score|",
+        ylabel="probability density",
+    )
+    right.legend(loc="upper left", fontsize=8)
+    left.figure.suptitle(title, fontsize=11)
+    return axes

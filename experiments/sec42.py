@@ -149,7 +149,7 @@ def reproduce_section42(
     config = SCALES[scale]["cifar10-fixed"]
     done = read_results(path)["results"] if path.exists() else {"experiments": {}}
     entry = done["experiments"].get("cifar10-fixed")
-    if entry is None or entry.get("config") != config.as_dict():
+    if entry is None or not config.is_stored_as(entry.get("config")):
         entry = None
     start = time.perf_counter()
     data = load_transfer_data(config)

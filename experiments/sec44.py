@@ -51,7 +51,7 @@ def stored_scores(config: TransferConfig, path: Path = RESULTS_41) -> list[float
         return None
     experiments = read_results(path)["results"]["experiments"]
     for experiment in experiments.values():
-        if experiment.get("config") == config.as_dict():
+        if config.is_stored_as(experiment.get("config")):
             return experiment["scores"]
     return None
 

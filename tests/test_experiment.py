@@ -384,3 +384,18 @@ def test_section_configs_change_only_what_the_paper_varies():
         assert len(set(runs)) == len(runs)
         first_curve = next(i for i, r in enumerate(runs) if r[1] not in (0.0, 0.1))
         assert {r[0] for r in runs[:first_curve]} == {"none", "top", "random", "bottom"}
+
+
+def test_a_config_recognizes_itself_read_back_from_a_results_file():
+    import json
+
+    config = CPU["cifar10-fixed"]
+    stored = json.loads(json.dumps(config.as_dict()))
+    assert stored != config.as_dict()  # tuples came back as lists
+    assert config.is_stored_as(stored)
+    # a file written before a field existed still matches where the field has its default
+    older = {k: v for k, v in stored.items() if k != "retrain_seed"}
+    assert config.is_stored_as(older)
+    assert not config.replace(cg_iters=config.cg_iters + 1).is_stored_as(stored)
+    assert not config.is_stored_as({**stored, "no_such_field": 1})
+    assert not config.is_stored_as(None)

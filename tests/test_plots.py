@@ -29,3 +29,25 @@ def test_interval_narrows_as_n_grows_and_is_undefined_for_tiny_n():
     assert all(np.isnan(Agreement(0.5, 0.5, 3).interval()))
     with pytest.raises(ValueError, match="level"):
         Agreement(0.5, 0.5, 10).interval(1.5)
+
+
+def test_score_distributions_draws_both_panels_and_rejects_empty_input():
+    import matplotlib.pyplot as plt
+
+    from experiments.plots import score_distributions
+
+    rng = np.random.default_rng(0)
+    scores = {"A": rng.standard_cauchy(500), "B": 0.5 * rng.standard_cauchy(500)}
+    left, right = score_distributions(scores, title="t", paper_means={"A": 0.055})
+    labels = [t.get_text() for t in right.get_legend().get_texts()]
+    assert len(labels) == 2 and "paper 0.055" in labels[0] and "n = 500" in labels[1]
+    assert left.get_yscale() == "log"
+    # one dashed mean line a model, at log10 of its mean |score|
+    means = sorted(line.get_xdata()[0] for line in right.get_lines())
+    expected = sorted(np.log10(np.abs(s).mean()) for s in scores.values())
+    np.testing.assert_allclose(means, expected)
+    plt.close("all")
+    with pytest.raises(ValueError, match="at least one"):
+        score_distributions({}, title="t")
+    with pytest.raises(ValueError, match="at least one score"):
+        score_distributions({"A": []}, title="t")
