@@ -67,7 +67,8 @@ def _model(config: TransferConfig, trained: TrainedTransfer, data: Any) -> dict[
         "w_bar_norm": float(
             torch.sqrt(
                 sum(
-                    (p.double() ** 2).sum() for p in net.pretrained_embedding.parameters()
+                    (p.detach().double() ** 2).sum()
+                    for p in net.pretrained_embedding.parameters()
                 )
             )
         ),
