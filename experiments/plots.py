@@ -308,3 +308,38 @@ def score_distributions(
     right.legend(loc="upper left", fontsize=8)
     left.figure.suptitle(title, fontsize=11)
     return axes
+
+
+def image_grid(
+    images: Sequence[np.ndarray],
+    captions: Sequence[str],
+    *,
+    title: str,
+    columns: int = 10,
+) -> plt.Figure:
+    """Images in rows of ``columns``, each with its caption: what a person inspects by eye.
+
+    ``images`` are ``[H, W]`` or ``[H, W, 3]`` arrays in [0, 1], ``captions`` one per image.
+    """
+    if not len(images) or len(images) != len(captions):
+        raise ValueError(
+            f"images and captions: expected equal, nonzero lengths, got {len(images)} and {len(captions)}"
+        )
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(1.1 * columns, 1.25 * rows + 0.4), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(
+            image,
+            cmap="gray" if image.ndim == 2 else None,
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
+        ax.set_title(caption, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

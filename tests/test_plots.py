@@ -51,3 +51,23 @@ def test_score_distributions_draws_both_panels_and_rejects_empty_input():
         score_distributions({}, title="t")
     with pytest.raises(ValueError, match="at least one score"):
         score_distributions({"A": []}, title="t")
+
+
+def test_image_grid_shows_each_image_with_its_caption_and_blanks_the_rest():
+    import matplotlib.pyplot as plt
+
+    from experiments.plots import image_grid
+
+    rng = np.random.default_rng(0)
+    images = [rng.random((4, 4, 3)) for _ in range(7)] + [rng.random((4, 4))]
+    fig = image_grid(images, [f"#{i}" for i in range(8)], title="t", columns=5)
+    axes = fig.axes
+    assert len(axes) == 10  # two rows of five
+    shown = [ax for ax in axes if ax.images]
+    assert [ax.get_title() for ax in shown] == [f"#{i}" for i in range(8)]
+    np.testing.assert_array_equal(shown[3].images[0].get_array(), images[3])
+    plt.close("all")
+    with pytest.raises(ValueError, match="equal, nonzero"):
+        image_grid(images, ["only one"], title="t")
+    with pytest.raises(ValueError, match="equal, nonzero"):
+        image_grid([], [], title="t")
