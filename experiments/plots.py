@@ -305,6 +305,11 @@ def score_distributions(
         xlabel=r"$\log_{10}$ |score|",
         ylabel="probability density",
     )
+    left.ticklabel_format(
+        axis="x", style="sci", scilimits=(-3, 3)
+    )  # long tick labels collide
+    # headroom above the bars, so the legend covers none of them
+    right.set_ylim(top=1.45 * right.get_ylim()[1])
     right.legend(loc="upper left", fontsize=8)
     left.figure.suptitle(title, fontsize=11)
     return axes
