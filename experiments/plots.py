@@ -112,6 +112,17 @@ def convergence(
     return ax, slopes
 
 
+def _show_image(ax: Axes, image: np.ndarray) -> None:
+    """An image in [0, 1], grey where it has no channel axis, with its pixels kept square."""
+    ax.imshow(
+        image,
+        cmap="gray" if image.ndim == 2 else None,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
+
+
 def influential_pairs(
     pairs: Sequence[tuple[np.ndarray, str, np.ndarray, str]],
     *,
@@ -132,13 +143,7 @@ def influential_pairs(
             (row[0], test_image, test_caption, "finetuning test image"),
             (row[1], pre_image, pre_caption, "most harmful pretraining image"),
         ):
-            ax.imshow(
-                image,
-                cmap="gray" if image.ndim == 2 else None,
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
-            )
+            _show_image(ax, image)
             ax.set_title(head, fontsize=8)
             ax.set_xlabel(caption, fontsize=8)
             ax.set_xticks([])
@@ -337,13 +342,7 @@ def image_grid(
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, image, caption in zip(axes.flat, images, captions):
-        ax.imshow(
-            image,
-            cmap="gray" if image.ndim == 2 else None,
-            vmin=0,
-            vmax=1,
-            interpolation="nearest",
-        )
+        _show_image(ax, image)
         ax.set_title(caption, fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
