@@ -310,9 +310,8 @@ def score_distributions(
         xlabel=r"$\log_{10}$ |score|",
         ylabel="probability density",
     )
-    left.ticklabel_format(
-        axis="x", style="sci", scilimits=(-3, 3)
-    )  # long tick labels collide
+    # powers of ten on the left's x axis: long tick labels would collide
+    left.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
     # headroom above the bars, so the legend covers none of them
     right.set_ylim(top=1.45 * right.get_ylim()[1])
     right.legend(loc="upper left", fontsize=8)
