@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .configs import RETEST_SEED, RETEST_SIZE, SCALES, SECTION_41, TransferConfig
+from .ladder import ConvergedConfig, ProximalConfig, converged_loo, proximal_response
 from .provenance import (
     provenance,
     read_results,
@@ -180,3 +181,32 @@ def damping_study(
         sweep,
     )
     return sweep
+
+
+def ladder_study(
+    results: str | Path,
+    out: str | Path,
+    rungs: Sequence[str] = ("converged", "proximal"),
+    converged: ConvergedConfig = ConvergedConfig(),
+    proximal: ProximalConfig = ProximalConfig(),
+) -> dict[str, Any]:
+    """Rungs 3 (``"converged"``) and 2 (``"proximal"``) of the ladder of ground truths
+    (:mod:`experiments.ladder`), each written to ``out`` with its provenance as it finishes.
+
+    Rung 2 re-measures the stored MNIST removals of the results file ``results``, whose
+    Appendix B measurement is rung 1.
+    """
+    out = Path(out)
+    done = read_results(out)["results"] if out.exists() else {"experiments": {}}
+    runs = {
+        "converged": lambda: converged_loo(converged),
+        "proximal": lambda: proximal_response(
+            read_results(results)["results"]["experiments"]["mnist-fixed"], proximal
+        ),
+    }
+    unknown = [r for r in rungs if r not in runs]
+    if unknown:
+        raise ValueError(f"rungs: unknown {unknown}; expected some of {list(runs)}")
+    for name in rungs:
+        record_experiment(out, done, name, "cpu", runs[name])
+    return done

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -115,8 +116,18 @@ def finetune_objective(
     raise ValueError(f"case: expected 'fixed' or 'updated', got {case!r}")
 
 
+class Objective(Protocol):
+    """What :func:`fit_lbfgs` minimizes: parameters, a full-batch value, and its gradient norm."""
+
+    params: Sequence[nn.Parameter]
+
+    def value(self) -> Tensor: ...
+
+    def gradient_norm(self) -> float: ...
+
+
 def fit_lbfgs(
-    objective: StageObjective,
+    objective: Objective,
     *,
     tol: float = 1e-10,
     max_iter: int = 5000,

@@ -5,6 +5,8 @@ python tools/reproduce.py sec41 --scale paper   # exactly Appendix B (a GPU)
 python tools/reproduce.py sec41 --only cifar10-fixed
 python tools/reproduce.py sec41 --retest mnist-fixed --seed 7 --size 30   # measure removals again
 python tools/reproduce.py sec41 --rescore      # score again with the current library, measurements kept
+python tools/reproduce.py sec41 --damping      # the damping sweep of the stored MNIST removals
+python tools/reproduce.py sec41 --ladder       # rungs 3 and 2 of the ladder of ground truths
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ def main() -> None:
         help="instead of running, score the stored experiments again (their measurements are kept)",
     )
     parser.add_argument(
+        "--damping",
+        action="store_true",
+        help="instead of running, sweep the damping over the stored MNIST removals "
+        "(writes <section>_damping.json)",
+    )
+    parser.add_argument(
+        "--ladder",
+        nargs="*",
+        metavar="RUNG",
+        help="instead of running, measure rungs of the ladder of ground truths: converged, "
+        "proximal (default both; writes <section>_ladder.json)",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=configs.RETEST_SEED,
@@ -57,7 +72,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     out = args.out or RESULTS / f"{args.section}.json"
-    if args.rescore:
+    if (args.damping or args.ladder is not None) and args.section != "sec41":
+        parser.error("--damping and --ladder apply to sec41")
+    if args.damping:
+        sec41.damping_study(out, RESULTS / "sec41_damping.json")
+    elif args.ladder is not None:
+        sec41.ladder_study(
+            out, RESULTS / "sec41_ladder.json", args.ladder or ("converged", "proximal")
+        )
+    elif args.rescore:
         if args.section != "sec41":
             parser.error("--rescore applies to sec41")
         sec41.rescore_section41(out, only=args.only)

@@ -1,0 +1,437 @@
+"""Section 4.1's ladder of ground truths: what the scores predict, rung by rung, as the retraining
+they are compared with moves from a converged minimum to Appendix B's 100 Adam steps.
+
+- Rung 3, :func:`converged_loo`: leave-one-out retraining that converges. A small CNN on real
+  MNIST images, weight decay (so the minimum is isolated), float64, both stages re-optimized
+  from the optimum by full-batch L-BFGS to a gradient far below ``||grad g(z)|| / m``. The
+  prediction uses undamped inverse Hessians. Koh and Liang's experiment, in two stages.
+- Rung 2, :func:`proximal_response`: the stored Table A network, whatever Adam left it at.
+  Each stage is re-optimized from its trained weights phi_s with a proximity term
+  ``lambda/2 ||phi - phi_s||^2`` and with ``grad G(phi_s) . phi`` subtracted, so that phi_s is
+  exactly stationary when nothing is perturbed. Setting the gradient of
+  ``G(phi) + eps g(z; phi) + lambda/2 ||phi - phi_s||^2 - grad G(phi_s) . phi`` to zero and
+  differentiating at eps = 0 gives ``dphi/deps = -(H_G + lambda I)^-1 grad g(z)``: the damped
+  influence function (damping on H, not on H^2) is the exact linearization of this response,
+  a proximal Bregman response in the sense of Bae et al. (2022) with the loss in place of the
+  Bregman divergence. It is measured by central differences at +eps and -eps.
+- Rung 1 is Appendix B's protocol, section 4.1's own measurement (``sec41.json``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+
+from influence import CG, Identity, MultiStage
+from influence.progress import progress
+
+from .configs import TransferConfig
+from .models import in_chunks, small_mnist
+from .spectrum import lanczos
+from .stats import agreement
+from .train import StageObjective, finetune_objective, fit_adam, fit_lbfgs
+from .transfer import Pair, load_transfer_data, measured_weights, subsample
+
+
+def spread(scores: Tensor, k: int) -> list[int]:
+    """``k`` examples evenly spaced in rank over the whole score range, both extremes included."""
+    if not 3 <= k <= len(scores):
+        raise ValueError(f"k: expected 3 to {len(scores)}, got {k}")
+    order = scores.argsort()
+    return [int(order[round(j * (len(scores) - 1) / (k - 1))]) for j in range(k)]
+
+
+def summed_loss(model: Callable[[Tensor], Tensor], data: Pair) -> float:
+    """The test loss summed over ``data``, in float64 (the f of eq. 8)."""
+    x, y = data
+    return nnf.cross_entropy(in_chunks(model, x).double(), y, reduction="sum").item()
+
+
+def _save(params: Sequence[Tensor]) -> list[Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+def _load(params: Sequence[Tensor], values: Sequence[Tensor]) -> None:
+    with torch.no_grad():
+        for p, v in zip(params, values):
+            p.copy_(v)
+
+
+# ---- rung 3 ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvergedConfig:
+    """Rung 3: a scale at which leave-one-out retraining converges on 2 CPU cores."""
+
+    pretrain_size: int = 2000  # MNIST digits 0-3
+    finetune_size: int = 1000  # digits 4-9
+    test_size: int = 500  # x_t: test images of digits 4-9, summed (eq. 8)
+    channels: tuple[int, int] = (4, 8)  # Table A's MNIST network has 32 and 64
+    l2: float = 3e-2  # weight decay of both stages: an isolated, well-conditioned minimum
+    adam_steps: int = 1000  # warm start before L-BFGS
+    tol: float = (
+        1e-9  # gradient norm every optimum is brought to, far below ||grad g|| / m
+    )
+    cg_iters: int = 3000
+    removals: int = 40
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _newton(
+    objective: StageObjective,
+    hessian: Callable[[], Tensor],
+    tol: float,
+    steps: int = 50,
+    refreshes: int = 2,
+) -> float:
+    """Newton iterations ``phi <- phi - t H^-1 grad(phi)`` until the gradient norm is below ``tol``.
+
+    ``hessian()`` gives a dense Hessian. It is factored once and kept (a chord method): near
+    the minimum that still gains digits every step, and the fixed point is the minimum
+    whatever Hessian is used. Where a step gains less than half a digit, ``hessian()`` is
+    called again (``refreshes`` times at most). The step length t is halved until the
+    objective decreases; where that fails, L-BFGS finishes. Returns the final gradient norm.
+    """
+    params = list(objective.params)
+    factor = torch.linalg.cholesky(hessian())
+    norm = last = math.inf
+    for _ in range(steps):
+        value = objective.value()
+        g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(value, params)])
+        norm = g.norm().item()
+        if norm <= tol:
+            return norm
+        if norm > 0.3 * last and refreshes > 0:
+            refreshes -= 1
+            fresh, failed = torch.linalg.cholesky_ex(hessian())
+            if not failed:
+                factor = fresh
+        last = norm
+        step = torch.cholesky_solve(g[:, None], factor)[:, 0]
+        start = _save(params)
+        for halving in range(30):
+            t = 0.5**halving
+            with torch.no_grad():
+                for p, s, d in zip(
+                    params, start, torch.split(step, [p.numel() for p in params])
+                ):
+                    p.copy_(s - t * d.view_as(p))
+                if objective.value() <= value:
+                    break
+        else:
+            _load(params, start)
+            break
+    return fit_lbfgs(objective, tol=tol)
+
+
+def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]:
+    """Rung 3: Theorem 1's scores against leave-one-out retraining re-optimized to convergence.
+
+    Training: Adam, then L-BFGS, then Newton steps with the dense Hessian there (852
+    parameters) down to a gradient norm of ``tol``. Each removal sets the example's weight in G to 0
+    (eps = -1/m exactly, the others keep 1/m), re-optimizes pretraining from the optimum by
+    Newton iterations with the Hessian at the optimum, then finetuning on the moved
+    embedding the same way, each to ``tol``, and measures the summed test loss. The
+    prediction is ``-score / m``, with H_G and H_F themselves (CG on H, no damping); the
+    identity ablation is scored on the same removals.
+    """
+    data = load_transfer_data(
+        TransferConfig(
+            pretrain_size=config.pretrain_size,
+            finetune_size=config.finetune_size,
+            test_size=config.test_size,
+            seed=config.seed,
+        )
+    )
+    pretrain, finetune, test = (
+        (x.double(), y) for x, y in (data.pretrain, data.finetune, data.test)
+    )
+    torch.manual_seed(config.seed)
+    net = small_mnist(4, 6, config.channels)
+    emb, head, fhead = (
+        m.double() for m in (net.embedding, net.pretrain_head, net.finetune_head)
+    )
+    pre = StageObjective(
+        [*emb.parameters(), *head.parameters()],
+        lambda x: head(emb(x)),
+        *pretrain,
+        l2=config.l2,
+    )
+    fit_adam(pre, steps=config.adam_steps, batch_size=256, lr=3e-3, seed=config.seed)
+    fit_lbfgs(pre, tol=1e-6, max_iter=2000, restarts=1)
+
+    def at_current() -> MultiStage:  # MultiStage reads the weights when it is made
+        return MultiStage(
+            emb, head, fhead, pretrain_l2=config.l2, finetune_l2=config.l2, case="fixed"
+        )
+
+    hessian_g = at_current().pretrain_hessian(pretrain).to_dense()  # made once: minutes
+    grad_pre = _newton(pre, lambda: hessian_g, config.tol)
+    eigenvalues = torch.linalg.eigvalsh(hessian_g)
+    if eigenvalues[0] <= 0:
+        raise RuntimeError(
+            f"H_G has eigenvalue {float(eigenvalues[0]):.3g}: not at an isolated minimum"
+        )
+
+    def finetuned() -> tuple[StageObjective, float]:
+        fine = finetune_objective("fixed", emb, fhead, *finetune, l2=config.l2)
+        fit_lbfgs(fine, tol=config.tol)
+        h_f = lambda: at_current().finetune_hessian(finetune).to_dense()  # noqa: E731
+        return fine, _newton(fine, h_f, config.tol)
+
+    fine, grad_fine = finetuned()
+    model = lambda x: fhead(emb(x))  # noqa: E731
+    original = summed_loss(model, test)
+    ms = at_current()
+    solvers = dict(
+        pretrain_solver=CG(0.0, config.cg_iters, tol=1e-10, squared=False),
+        finetune_solver=CG(0.0, config.cg_iters, tol=1e-10, squared=False),
+    )
+    scores = ms.scores(pretrain, finetune, test, **solvers)
+    solves = [
+        dataclasses.asdict(s)
+        for s in ms.report.pretrain_solves + ms.report.finetune_solves
+    ]
+    identity = ms.scores(
+        pretrain, finetune, test, pretrain_solver=Identity(), finetune_solver=Identity()
+    )
+    m = len(pretrain[1])
+    chosen = spread(scores, config.removals)
+    at_optimum = _save(pre.params), _save(fine.params)
+    gradient_g = per_example_norms(ms, (pretrain[0][chosen], pretrain[1][chosen]))
+    measured, gradients = [], []
+    for i in progress(chosen, desc="converged leave-one-out"):
+        pre.weights = torch.full((m,), 1 / m, dtype=torch.float64)
+        pre.weights[i] = 0.0
+        kept, cached = torch.arange(m) != i, [hessian_g]
+
+        def h_loo() -> Tensor:  # the optimum's Hessian first, then the moved point's
+            if cached:
+                return cached.pop()
+            subset = pretrain[0][kept], pretrain[1][kept]  # noqa: B023
+            return at_current().pretrain_hessian(subset).to_dense()
+
+        g_pre = _newton(pre, h_loo, config.tol)
+        fine, g_fine = finetuned()
+        measured.append(summed_loss(model, test) - original)
+        gradients.append((g_pre, g_fine))
+        pre.weights = None
+        _load(pre.params, at_optimum[0])
+        _load(fine.params, at_optimum[1])
+    predicted = (-scores[chosen] / m).tolist()
+    identity_predicted = (-identity[chosen] / m).tolist()
+    return {
+        "config": config.as_dict(),
+        "m": m,
+        "n_test": len(test[1]),
+        "parameters": {
+            "pretraining": sum(p.numel() for p in pre.params),
+            "finetuning": sum(p.numel() for p in fine.params),
+        },
+        "gradient_norms": {"pretraining": grad_pre, "finetuning": grad_fine},
+        "hessian_extremes": [float(eigenvalues[0]), float(eigenvalues[-1])],
+        "removed_gradient_norms": gradient_g,  # ||grad g(z)||, beside the tol above
+        "solves": solves,
+        "indices": chosen,
+        "predicted": predicted,
+        "identity_predicted": identity_predicted,
+        "measured": measured,
+        "retrained_gradient_norms": gradients,
+        "agreement": dataclasses.asdict(agreement(predicted, measured)),
+        "identity": dataclasses.asdict(agreement(identity_predicted, measured)),
+    }
+
+
+def per_example_norms(ms: MultiStage, examples: Pair) -> list[float]:
+    """``||grad g(z)||`` over (W, U) for each example: the size of the perturbation it makes."""
+    return ms.candidate_gradients(examples).norm(dim=1).tolist()
+
+
+# ---- rung 2 ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Proximal:
+    """``base() + eps * extra() + lambda/2 ||params - anchor||^2 - slope . params``.
+
+    :meth:`at` anchors it at the current parameters phi_s with ``slope = grad base(phi_s)``, so
+    that phi_s is its minimizer at eps = 0; :func:`~experiments.train.fit_lbfgs` minimizes it.
+    """
+
+    params: list[nn.Parameter]
+    base: Callable[[], Tensor]
+    damping: float
+    anchor: list[Tensor]
+    slope: list[Tensor]
+    extra: Callable[[], Tensor] | None = None
+    eps: float = 0.0
+
+    @classmethod
+    def at(
+        cls, params: list[nn.Parameter], base: Callable[[], Tensor], damping: float
+    ) -> Proximal:
+        slope = list(torch.autograd.grad(base(), params))
+        return cls(params, base, damping, _save(params), slope)
+
+    def value(self) -> Tensor:
+        value = self.base()
+        if self.eps:
+            value = value + self.eps * self.extra()
+        for p, a, g in zip(self.params, self.anchor, self.slope):  # summed in float64
+            step = (p - a).double()
+            value = value + self.damping / 2 * (step**2).sum() - (g.double() * p).sum()
+        return value
+
+    def gradient_norm(self) -> float:
+        grads = torch.autograd.grad(self.value(), self.params)
+        return torch.sqrt(sum((g**2).sum() for g in grads)).item()
+
+
+@dataclass(frozen=True)
+class ProximalConfig:
+    """Rung 2 on a stored section-4.1 experiment (Case 1)."""
+
+    pretrain_damping: float | None = None  # lambda_1 on H; None: max(0.1, 2 |h_min(H_G)|)
+    finetune_damping: float = 1e-2  # lambda_2 on H_F (PSD: Case 1's head is a softmax)
+    sample_size: int | None = (
+        None  # |S|, G's examples; None: the experiment's hessian_examples
+    )
+    removals: int = 30  # evenly spread over the stored removals
+    linearity: int = 5  # of them, also measured at eps / 2
+    eps: float | None = None  # None: 1/|S|, one copy of z added or taken away
+    float64: bool = False  # convert the weights (the losses are summed in float64 anyway)
+    # L-BFGS gradient norm of each response. Table A's max pooling makes G only piecewise
+    # smooth, so a gradient norm far below this may not exist at the minimum; 1e-6 moves the
+    # measured derivative by about 1e-6 / lambda_1 in the weights, far below the response
+    tol: float = 1e-6
+    max_iter: int = 500  # L-BFGS iterations per response, each restart
+    cg_iters: int = 1000
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def proximal_response(
+    experiment: dict[str, Any], config: ProximalConfig = ProximalConfig()
+) -> dict[str, Any]:
+    """Rung 2: the damped scores against the two-stage proximal response, by central differences.
+
+    G is the mean loss over the Hessian's own sample S (``hessian_examples``, or a smaller
+    ``sample_size`` drawn the same way), so the removal and the Hessian that predicts it are
+    one consistent pair; eps = 1/|S| is one more copy of z beside S. Stage 1 re-optimizes
+    (W, U) on ``G_S + eps g(z)`` with the proximity term lambda_1; stage 2 re-optimizes Theta
+    on F over the moved embedding's features with lambda_2. The weights stay in the dtype
+    they were trained in (``float64=True`` converts them): Table A's convolutions cost about
+    20 times as much in float64 on a CPU. Every loss is summed in float64 either way.
+    """
+    tc, data, trained, _ = measured_weights(experiment)
+    if tc.case != "fixed":
+        raise ValueError(
+            "experiment: the proximal response is implemented for Case 1 only"
+        )
+    net = copy.deepcopy(trained.net)
+    dtype = torch.float64 if config.float64 else next(net.embedding.parameters()).dtype
+    emb, head, fhead = (
+        m.to(dtype) for m in (net.embedding, net.pretrain_head, net.finetune_head)
+    )
+    sample = subsample(data.pretrain, config.sample_size or tc.hessian_examples, tc.seed)
+    sample = sample[0].to(dtype), sample[1]
+    finetune = data.finetune[0].to(dtype), data.finetune[1]
+    test = data.test[0].to(dtype), data.test[1]
+    ms = MultiStage(emb, head, fhead, case="fixed")
+    ritz = lanczos(ms.pretrain_hessian(sample), 40, dtype=ms.dtype)
+    damping = config.pretrain_damping or max(0.1, 2 * abs(min(float(ritz[0]), 0.0)))
+    stored = experiment["validation"]["indices"]
+    k = min(config.removals, len(stored))
+    chosen = [stored[round(j * (len(stored) - 1) / (k - 1))] for j in range(k)]
+    candidates = data.pretrain[0][chosen].to(dtype), data.pretrain[1][chosen]
+    solvers = dict(
+        pretrain_solver=CG(damping, config.cg_iters, tol=1e-10, squared=False),
+        finetune_solver=CG(
+            config.finetune_damping, config.cg_iters, tol=1e-10, squared=False
+        ),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # Adam's optimum is not stationary
+        scores = ms.scores(sample, finetune, test, candidates, **solvers)
+        solves = [
+            dataclasses.asdict(s)
+            for s in ms.report.pretrain_solves + ms.report.finetune_solves
+        ]
+        identity = ms.scores(sample, finetune, test, candidates, Identity(), Identity())
+    params, theta = [*emb.parameters(), *head.parameters()], list(fhead.parameters())
+    model = lambda x: fhead(emb(x))  # noqa: E731
+    stage1 = Proximal.at(
+        params,
+        lambda: nnf.cross_entropy(head(emb(sample[0])).double(), sample[1]),
+        damping,
+    )
+    features: list[Tensor] = [in_chunks(emb, finetune[0])]  # the current embedding's
+    stage2 = Proximal.at(
+        theta,
+        lambda: nnf.cross_entropy(fhead(features[0]).double(), finetune[1]),
+        config.finetune_damping,
+    )
+
+    def response(x: Tensor, y: Tensor, eps: float) -> tuple[float, float, float]:
+        """The summed test loss after both proximal stages at this eps, and the two gradient norms."""
+        moved = dataclasses.replace(
+            stage1,
+            extra=lambda: nnf.cross_entropy(head(emb(x)).double(), y, reduction="sum"),
+            eps=eps,
+        )
+        g1 = fit_lbfgs(moved, tol=config.tol, max_iter=config.max_iter, restarts=2)
+        features[0] = in_chunks(emb, finetune[0])
+        g2 = fit_lbfgs(stage2, tol=config.tol, max_iter=config.max_iter, restarts=2)
+        loss = summed_loss(model, test)
+        _load(params, stage1.anchor)
+        _load(theta, stage2.anchor)
+        return loss, g1, g2
+
+    eps = config.eps or 1 / len(sample[1])
+    measured, half, norms = [], [], []
+    for j in progress(range(k), desc="proximal responses"):
+        x, y = candidates[0][j : j + 1], candidates[1][j : j + 1]
+        (up, g1, g2), (down, h1, h2) = response(x, y, eps), response(x, y, -eps)
+        measured.append((up - down) / (2 * eps))
+        norms.append(max(g1, g2, h1, h2))
+        if j < config.linearity:
+            (up, *_), (down, *_) = response(x, y, eps / 2), response(x, y, -eps / 2)
+            half.append((up - down) / eps)
+    predicted = scores.tolist()
+    return {
+        "config": config.as_dict(),
+        "experiment": tc.as_dict(),
+        "pretrain_damping": damping,
+        "eps": eps,
+        "hessian_extremes": [float(ritz[0]), float(ritz[-1])],
+        "solves": solves,
+        "gradient_norms": {  # at the trained weights: ||grad G_S||, ||grad F||
+            "pretraining": torch.cat([g.reshape(-1) for g in stage1.slope]).norm().item(),
+            "finetuning": torch.cat([g.reshape(-1) for g in stage2.slope]).norm().item(),
+        },
+        "removed_gradient_norms": per_example_norms(ms, candidates),
+        "indices": chosen,
+        "predicted": predicted,  # d(summed test loss) / d eps
+        "identity_predicted": identity.tolist(),
+        "measured": measured,
+        "measured_at_half_eps": half,
+        "response_gradient_norms": norms,
+        "agreement": dataclasses.asdict(agreement(predicted, measured)),
+        "identity": dataclasses.asdict(agreement(identity.tolist(), measured)),
+    }
