@@ -356,6 +356,21 @@ PAPER_NUMBERS: list[PaperNumber] = [
         "cifar10-updated",
         R_CONTROLLED,
     ),
+    *(
+        PaperNumber(
+            "Fig. 2b",
+            f"Pearson r, MNIST, embedding fixed, against {what} (the paper's r is "
+            "for Appendix B's protocol)",
+            0.47,
+            "sec41_ladder",
+            rung,
+            ("agreement", "pearson_r"),
+        )
+        for rung, what in (
+            ("converged", "rung 3, converged leave-one-out (small CNN, float64)"),
+            ("proximal", "rung 2, the proximal response (Table A network)"),
+        )
+    ),
     PaperNumber(
         "Fig. 3",
         "Pearson r, MNIST, every inverse Hessian replaced by I",

@@ -346,3 +346,128 @@ def image_grid(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def ladder(rungs: Sequence[dict], *, ax: Axes | None = None) -> Axes:
+    """Pearson r of the inverse-Hessian scores and of the identity at each rung, with intervals.
+
+    Each rung is ``{"label", "score": Agreement-like dict, "identity": dict or None}``,
+    ordered from the strictest ground truth to the loosest.
+    """
+    ax = ax or plt.subplots(figsize=(7.5, 4.2))[1]
+    colors = sns.color_palette(PALETTE)
+    xs = np.arange(len(rungs))
+    for shift, key, label, color in (
+        (-0.12, "score", "inverse-Hessian score", colors[0]),
+        (0.12, "identity", "identity (gradient dot product)", colors[1]),
+    ):
+        points = [(x, r[key]) for x, r in zip(xs, rungs) if r.get(key)]
+        for i, (x, fit) in enumerate(points):
+            a = Agreement(**fit)
+            low, high = a.interval()
+            ax.errorbar(
+                x + shift,
+                a.pearson_r,
+                yerr=[[a.pearson_r - low], [high - a.pearson_r]],
+                fmt="o",
+                color=color,
+                capsize=4,
+                label=label if i == 0 else None,
+            )
+            ax.annotate(
+                f"{a.pearson_r:.2f}\nn={a.n}",
+                (x + shift, a.pearson_r),
+                textcoords="offset points",
+                xytext=(8 if shift > 0 else -8, 0),
+                ha="left" if shift > 0 else "right",
+                va="center",
+                fontsize=8,
+            )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(xs, [r["label"] for r in rungs])
+    ax.set_xlim(-0.6, len(rungs) - 0.4)
+    ax.set_ylim(-1.05, 1.15)
+    ax.set_ylabel("Pearson r, predicted vs measured\n(95% interval)")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(
+        "Where the agreement is lost: from a converged minimum to 100 Adam steps"
+    )
+    return ax
+
+
+def damping_sweep(
+    sweep: dict, *, k: int, axes: Sequence[Axes] | None = None
+) -> Sequence[Axes]:
+    """Left: r against the damping of each stage's solve, on H^2 (eq. 16) and on H, with the
+    identity limit and Appendix B's value under both Hessian readings. Right: the Lanczos
+    estimates of H_G's eigenvalues beside sqrt(lambda), the scale below which eq. 16 filters.
+
+    ``k`` is the number of examples H_G averages (the "summed" reading divides lambda by it).
+    """
+    if axes is None:
+        axes = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[1.6, 1])[1]
+    left, right = axes
+    colors = sns.color_palette(PALETTE)
+    styles = {
+        ("pretrain", "H^2"): (colors[0], "-o"),
+        ("pretrain", "H"): (colors[0], ":s"),
+        ("finetune", "H^2"): (colors[2], "-o"),
+        ("finetune", "H"): (colors[2], ":s"),
+    }
+    for (stage, on), (color, style) in styles.items():
+        rows = [
+            r
+            for r in sweep["rows"]
+            if (r["stage"], r["on"]) == (stage, on) and "controlled" in r
+        ]
+        if rows:
+            left.plot(
+                [r["damping"] for r in rows],
+                [r["controlled"]["pearson_r"] for r in rows],
+                style,
+                color=color,
+                ms=4,
+                label=f"{stage} damping on {on}",
+            )
+    left.axhline(
+        sweep["identity"]["controlled"]["pearson_r"],
+        color=colors[1],
+        ls="--",
+        lw=1,
+        label="identity (no Hessian)",
+    )
+    ours = sweep["appendix_b"]["pretrain"]
+    for value, text in (
+        (ours, "Appendix B, mean H"),
+        (ours / k**2, "summed H, on H$^2$"),
+    ):
+        left.axvline(value, color="grey", lw=0.8, ls="-.")
+        left.annotate(
+            text,
+            (value, 0.95),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            ha="right",
+            va="top",
+        )
+    left.set_xscale("log")
+    left.axhline(0, color="grey", lw=0.6)
+    left.set_xlabel("damping $\\lambda$ (mean Hessian)")
+    left.set_ylabel("Pearson r against the measured changes")
+    left.legend(fontsize=7, loc="best")
+    left.set_title("What damping does to r (chosen post hoc, it proves nothing)")
+    ritz = np.asarray(sweep["ritz_values"], dtype=float)
+    right.scatter(
+        np.abs(ritz),
+        np.arange(len(ritz)),
+        c=[colors[3] if h < 0 else colors[0] for h in ritz],
+        s=14,
+    )
+    for value in (ours, ours / k**2):
+        right.axvline(np.sqrt(value), color="grey", lw=0.8, ls="-.")
+    right.set_xscale("log")
+    right.set_xlabel("|Ritz value| of $H_G$ (red: negative)")
+    right.set_ylabel("Ritz value, ascending")
+    right.set_title("Curvature left of $\\sqrt{\\lambda}$ is filtered")
+    return axes
