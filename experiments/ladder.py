@@ -3,8 +3,9 @@ they are compared with moves from a converged minimum to Appendix B's 100 Adam s
 
 - Rung 3, :func:`converged_loo`: leave-one-out retraining that converges. A small CNN on real
   MNIST images, weight decay (so the minimum is isolated), float64, both stages re-optimized
-  from the optimum by full-batch L-BFGS to a gradient far below ``||grad g(z)|| / m``. The
-  prediction uses undamped inverse Hessians. Koh and Liang's experiment, in two stages.
+  from the optimum by full-batch Newton iterations (L-BFGS where they stall) to a gradient far
+  below ``||grad g(z)|| / m``. The prediction uses undamped inverse Hessians. Koh and Liang's
+  experiment, in two stages.
 - Rung 2, :func:`proximal_response`: the stored Table A network, whatever Adam left it at.
   Each stage is re-optimized from its trained weights phi_s with a proximity term
   ``lambda/2 ||phi - phi_s||^2`` and with ``grad G(phi_s) . phi`` subtracted, so that phi_s is
@@ -13,7 +14,8 @@ they are compared with moves from a converged minimum to Appendix B's 100 Adam s
   differentiating at eps = 0 gives ``dphi/deps = -(H_G + lambda I)^-1 grad g(z)``: the damped
   influence function (damping on H, not on H^2) is the exact linearization of this response,
   a proximal Bregman response in the sense of Bae et al. (2022) with the loss in place of the
-  Bregman divergence. It is measured by central differences at +eps and -eps.
+  Bregman divergence. It is measured by central differences at +eps and -eps, in float32 on
+  Table A's network, whose max pooling makes the objective only piecewise smooth.
 - Rung 1 is Appendix B's protocol, section 4.1's own measurement (``sec41.json``).
 """
 
