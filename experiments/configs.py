@@ -365,6 +365,7 @@ PAPER_NUMBERS: list[PaperNumber] = [
             "sec41_ladder",
             rung,
             ("agreement", "pearson_r"),
+            ".4f",
         )
         for rung, what in (
             ("converged", "rung 3, converged leave-one-out (small CNN, float64)"),
