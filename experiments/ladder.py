@@ -44,12 +44,22 @@ from .train import StageObjective, finetune_objective, fit_adam, fit_lbfgs
 from .transfer import Pair, load_transfer_data, measured_weights, subsample
 
 
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """``k`` positions of ``range(n)`` evenly spaced, first and last included (distinct for k <= n)."""
+    return [round(j * (n - 1) / (k - 1)) for j in range(k)]
+
+
 def spread(scores: Tensor, k: int) -> list[int]:
     """``k`` examples evenly spaced in rank over the whole score range, both extremes included."""
     if not 3 <= k <= len(scores):
         raise ValueError(f"k: expected 3 to {len(scores)}, got {k}")
     order = scores.argsort()
-    return [int(order[round(j * (len(scores) - 1) / (k - 1))]) for j in range(k)]
+    return [int(order[j]) for j in evenly_spaced(len(scores), k)]
+
+
+def _norm(tensors: Sequence[Tensor]) -> float:
+    """The Euclidean norm of several tensors laid end to end, summed in float64."""
+    return torch.sqrt(sum((t.double() ** 2).sum() for t in tensors)).item()
 
 
 def summed_loss(model: Callable[[Tensor], Tensor], data: Pair) -> float:
@@ -298,8 +308,7 @@ class Proximal:
         return value
 
     def gradient_norm(self) -> float:
-        grads = torch.autograd.grad(self.value(), self.params)
-        return torch.sqrt(sum((g**2).sum() for g in grads)).item()
+        return _norm(torch.autograd.grad(self.value(), self.params))
 
 
 def descend(
@@ -318,7 +327,7 @@ def descend(
     for _ in range(max_iter):
         value = objective.value()
         grads = torch.autograd.grad(value, params)
-        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item()
+        norm = _norm(grads)
         if norm <= tol:
             return norm
         stale = 0 if norm < 0.99 * best else stale + 1
@@ -397,7 +406,7 @@ def proximal_response(
     damping = config.pretrain_damping or max(0.1, 2 * abs(min(float(ritz[0]), 0.0)))
     stored = experiment["validation"]["indices"]
     k = min(config.removals, len(stored))
-    chosen = [stored[round(j * (len(stored) - 1) / (k - 1))] for j in range(k)]
+    chosen = [stored[j] for j in evenly_spaced(len(stored), k)]
     candidates = data.pretrain[0][chosen].to(dtype), data.pretrain[1][chosen]
     solvers = dict(
         pretrain_solver=CG(damping, config.cg_iters, tol=1e-10, squared=False),
@@ -470,8 +479,8 @@ def proximal_response(
         "hessian_extremes": [float(ritz[0]), float(ritz[-1])],
         "solves": solves,
         "gradient_norms": {  # at the trained weights: ||grad G_S||, ||grad F||
-            "pretraining": torch.cat([g.reshape(-1) for g in stage1.slope]).norm().item(),
-            "finetuning": torch.cat([g.reshape(-1) for g in stage2.slope]).norm().item(),
+            "pretraining": _norm(stage1.slope),
+            "finetuning": _norm(stage2.slope),
         },
         "removed_gradient_norms": grad_g,
         "indices": chosen,

@@ -13,7 +13,13 @@ from typing import Any
 import torch
 
 from .configs import RETEST_SEED, RETEST_SIZE, SCALES, SECTION_41, TransferConfig
-from .ladder import ConvergedConfig, ProximalConfig, converged_loo, proximal_response
+from .ladder import (
+    ConvergedConfig,
+    ProximalConfig,
+    converged_loo,
+    evenly_spaced,
+    proximal_response,
+)
 from .provenance import (
     provenance,
     read_results,
@@ -96,9 +102,7 @@ def retest(
     if size is not None:
         if not 3 <= size <= len(positions):
             raise ValueError(f"size: expected 3 to {len(positions)} removals, got {size}")
-        positions = [
-            round(j * (len(positions) - 1) / (size - 1)) for j in range(size)
-        ]  # distinct: spacing >= 1
+        positions = evenly_spaced(len(positions), size)
     start, source = time.perf_counter(), provenance()
     data = load_transfer_data(config)
     trained = train_transfer(config, data)
