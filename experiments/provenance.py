@@ -93,7 +93,8 @@ def record_experiment(
     """Run one experiment of a section and file it in ``done["experiments"][name]``, then write ``path``.
 
     The entry carries its scale, its minutes and the provenance of the code as it was when the
-    run began, so an interrupted section keeps what it finished. Returns the entry.
+    run began, so an interrupted section keeps what it finished. Experiments that another run
+    wrote to ``path`` meanwhile are kept too. Returns the entry.
     """
     start, source = time.perf_counter(), provenance()
     result = run()
@@ -103,6 +104,10 @@ def record_experiment(
         "provenance": source,
         **result,
     }
+    if Path(path).exists():  # keep what another run of the same section filed meanwhile
+        stored = read_results(path)["results"].get("experiments", {})
+        for other, entry in stored.items():
+            done["experiments"].setdefault(other, entry)
     write_section(path, done, scale)
     return done["experiments"][name]
 
