@@ -15,7 +15,9 @@ they are compared with moves from a converged minimum to Appendix B's 100 Adam s
   influence function (damping on H, not on H^2) is the exact linearization of this response,
   a proximal Bregman response in the sense of Bae et al. (2022) with the loss in place of the
   Bregman divergence. It is measured by central differences at +eps and -eps, in float32 on
-  Table A's network, whose max pooling makes the objective only piecewise smooth.
+  Table A's network, whose max pooling makes the objective only piecewise smooth. In Case 2,
+  stage 2 re-optimizes (W, Theta) on ``F + alpha ||W - W_bar||^2`` (eq. 12) around the W_bar
+  that stage 1 moved, and its linearization is eqs. 12-15 with the same dampings.
 - Rung 1 is Appendix B's protocol, section 4.1's own measurement (``sec41.json``).
 """
 
@@ -41,7 +43,16 @@ from .models import in_chunks, small_mnist
 from .spectrum import lanczos
 from .stats import agreement
 from .train import StageObjective, finetune_objective, fit_adam, fit_lbfgs
-from .transfer import Pair, load_transfer_data, measured_weights, subsample
+from .transfer import (
+    Pair,
+    TrainedTransfer,
+    TransferData,
+    load_transfer_data,
+    mean_loss,
+    measured_weights,
+    subsample,
+    train_transfer,
+)
 
 
 def evenly_spaced(n: int, k: int) -> list[int]:
@@ -345,16 +356,54 @@ def descend(
     return objective.gradient_norm()
 
 
+def accelerate(
+    objective: Proximal, step: float, strong: float, *, tol: float, max_iter: int
+) -> float:
+    """Nesterov's accelerated gradient with a fixed step, ``step`` = 1 / the largest curvature
+    and ``strong`` the smallest (both of the proximal objective, damping included).
+
+    For Case 2's stage 2, whose response is too small for a line search: the decrease it
+    makes, about push^2 / curvature, is below the float32 rounding of the objective's value,
+    so comparing values cannot see it, while the gradient still can. Fixed steps need no
+    values, and momentum ``(sqrt k - 1) / (sqrt k + 1)``, k the condition number, converges in
+    about ``sqrt k`` steps where plain descent needs ``k``. Stops at ``tol`` or after
+    ``max_iter`` steps; returns the gradient norm at the last point.
+    """
+    params = objective.params
+    root = math.sqrt(1 / (step * strong))
+    momentum = (root - 1) / (root + 1)
+    previous = _save(params)
+    for _ in range(max_iter):
+        grads = torch.autograd.grad(objective.value(), params)  # at the look-ahead point
+        if _norm(grads) <= tol:
+            break
+        with torch.no_grad():
+            for p, q, g in zip(params, previous, grads):
+                new = p - step * g
+                p.copy_(new + momentum * (new - q))
+                q.copy_(new)
+    _load(params, previous)
+    return objective.gradient_norm()
+
+
 @dataclass(frozen=True)
 class ProximalConfig:
-    """Rung 2 on a stored section-4.1 experiment (Case 1)."""
+    """Rung 2 on a stored section-4.1 experiment, in Case 1 or Case 2."""
 
     pretrain_damping: float | None = None  # lambda_1 on H; None: max(0.1, 2 |h_min(H_G)|)
-    finetune_damping: float = 1e-2  # lambda_2 on H_F (PSD: Case 1's head is a softmax)
+    # lambda_2 on H_F. Case 1's head is a softmax, so H_F is PSD; Case 2's K need not be, and
+    # lambda_2 is raised to 2 |k_min(K)| where that is larger
+    finetune_damping: float = 1e-2
     # |S|, G's examples (None: the experiment's hessian_examples). 250, not Appendix B's 1,000:
     # each response re-optimizes G_S by full-batch descent, and on 2 CPU cores 1,000 images
     # and 30 removals would take hours
     sample_size: int | None = 250
+    # F's examples (None: the experiment's finetune_hessian_examples, all where that is None).
+    # Case 2 re-optimizes the whole network on them, so its runs use a sample, as K does
+    finetune_sample_size: int | None = None
+    # None: the experiment's. "updated" on a Case 1 experiment: Case 2 finetuning (eq. 12, the
+    # experiment's alpha) from the same pretraining, over the same removals
+    case: str | None = None
     removals: int = 16  # evenly spread over the stored removals
     linearity: int = 3  # of them, also measured at eps / 2
     # None: 0.1/|S|, a tenth of a copy of z, divided by ||grad g(z)|| where that exceeds 1.
@@ -365,11 +414,33 @@ class ProximalConfig:
     # gradient norm each stage stops at. Table A's max pooling makes G only piecewise smooth
     # and float32 sums have a floor: the result records the norms actually reached
     tol: float = 1e-7
-    max_iter: int = 300  # descent steps of stage 1, L-BFGS iterations of stage 2
+    max_iter: int = 300  # descent steps of stage 1, L-BFGS iterations (Case 1) or accelerated steps (Case 2) of stage 2
     cg_iters: int = 1000
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _case_weights(
+    experiment: dict[str, Any], case: str | None
+) -> tuple[TransferConfig, TransferData, TrainedTransfer]:
+    """The experiment's trained weights, or, for ``case="updated"`` on a Case 1 experiment,
+    Case 2 finetuning of its pretrained weights (the pretraining and the removals are shared).
+
+    Rung 2 compares the scores with a response measured from these same weights, so it needs
+    the experiment's config and removals but not its stored measurements: the weights are not
+    checked against them (the result records both test losses).
+    """
+    tc, data, trained, _ = measured_weights(experiment, check=False)
+    if case is None or case == tc.case:
+        return tc, data, trained
+    if (tc.case, case) != ("fixed", "updated"):
+        raise ValueError(
+            f"case: a {tc.case!r} experiment can be measured as itself or, if 'fixed', "
+            f"as 'updated'; got {case!r}"
+        )
+    updated = tc.replace(case="updated")
+    return updated, data, train_transfer(updated, data, pretrained_by=tc)
 
 
 def proximal_response(
@@ -381,38 +452,52 @@ def proximal_response(
     ``sample_size`` drawn the same way), so the removal and the Hessian that predicts it are
     one consistent pair; eps defaults to a tenth of one copy of z beside S (``0.1/|S|``),
     divided by ``||grad g(z)||`` where that exceeds 1.
-    Stage 1 re-optimizes (W, U) on ``G_S + eps g(z)`` with the proximity term lambda_1
-    (:func:`descend`); stage 2 re-optimizes Theta on F over the moved embedding's features
-    with lambda_2 (L-BFGS). The weights stay in the dtype
-    they were trained in (``float64=True`` converts them): Table A's convolutions cost about
-    20 times as much in float64 on a CPU. Every loss is summed in float64 either way.
+    Stage 1 re-optimizes (W_bar, U) on ``G_S + eps g(z)`` with the proximity term lambda_1
+    (:func:`descend`). Stage 2 re-optimizes finetuning on the moved embedding with lambda_2:
+    in Case 1, Theta on F over the moved features (L-BFGS); in Case 2, (W, Theta) on
+    ``F + alpha ||W - W_bar(eps)||^2`` (eq. 12), whose W_bar stage 1 moved (:func:`accelerate`).
+    Its linearization is eqs. 12-15 with ``K + lambda_2 I`` and ``H_G + lambda_1 I``.
+    The weights stay in the dtype they were trained in (``float64=True`` converts them):
+    Table A's convolutions cost about 20 times as much in float64 on a CPU. Every loss is
+    summed in float64 either way.
     """
-    tc, data, trained, _ = measured_weights(experiment)
-    if tc.case != "fixed":
-        raise ValueError(
-            "experiment: the proximal response is implemented for Case 1 only"
-        )
+    tc, data, trained = _case_weights(experiment, config.case)
     net = copy.deepcopy(trained.net)
     dtype = torch.float64 if config.float64 else next(net.embedding.parameters()).dtype
-    emb, head, fhead = (
-        m.to(dtype) for m in (net.embedding, net.pretrain_head, net.finetune_head)
+    for module in (
+        net.embedding,
+        net.pretrained_embedding,
+        net.pretrain_head,
+        net.finetune_head,
+    ):
+        module.to(dtype)
+    emb, bar, head, fhead = (
+        net.embedding,
+        net.pretrained_embedding,
+        net.pretrain_head,
+        net.finetune_head,
     )
     sample = subsample(data.pretrain, config.sample_size or tc.hessian_examples, tc.seed)
     sample = sample[0].to(dtype), sample[1]
-    finetune = data.finetune[0].to(dtype), data.finetune[1]
+    finetune = subsample(
+        data.finetune,
+        config.finetune_sample_size or tc.finetune_hessian_examples,
+        tc.seed,
+    )
+    finetune = finetune[0].to(dtype), finetune[1]
     test = data.test[0].to(dtype), data.test[1]
-    ms = MultiStage(emb, head, fhead, case="fixed")
+    ms = net.multistage(case=tc.case, alpha=tc.alpha)
     ritz = lanczos(ms.pretrain_hessian(sample), 40, dtype=ms.dtype)
     damping = config.pretrain_damping or max(0.1, 2 * abs(min(float(ritz[0]), 0.0)))
+    ritz_f = lanczos(ms.finetune_hessian(finetune), 40, dtype=ms.dtype)
+    finetune_damping = max(config.finetune_damping, 2 * abs(min(float(ritz_f[0]), 0.0)))
     stored = experiment["validation"]["indices"]
     k = min(config.removals, len(stored))
     chosen = [stored[j] for j in evenly_spaced(len(stored), k)]
     candidates = data.pretrain[0][chosen].to(dtype), data.pretrain[1][chosen]
     solvers = dict(
         pretrain_solver=CG(damping, config.cg_iters, tol=1e-10, squared=False),
-        finetune_solver=CG(
-            config.finetune_damping, config.cg_iters, tol=1e-10, squared=False
-        ),
+        finetune_solver=CG(finetune_damping, config.cg_iters, tol=1e-10, squared=False),
     )
     with warnings.catch_warnings():
         warnings.simplefilter(
@@ -424,35 +509,63 @@ def proximal_response(
             for s in ms.report.pretrain_solves + ms.report.finetune_solves
         ]
         identity = ms.scores(sample, finetune, test, candidates, Identity(), Identity())
-    params, theta = [*emb.parameters(), *head.parameters()], list(fhead.parameters())
+    params = [*bar.parameters(), *head.parameters()]
     model = lambda x: fhead(emb(x))  # noqa: E731
     stage1 = Proximal.at(
         params,
-        lambda: nnf.cross_entropy(head(emb(sample[0])).double(), sample[1]),
+        lambda: nnf.cross_entropy(head(bar(sample[0])).double(), sample[1]),
         damping,
     )
-    features: list[Tensor] = [in_chunks(emb, finetune[0])]  # the current embedding's
-    stage2 = Proximal.at(
-        theta,
-        lambda: nnf.cross_entropy(fhead(features[0]).double(), finetune[1]),
-        config.finetune_damping,
-    )
-
     step = 1 / (float(ritz[-1]) + damping)  # 1 / the largest curvature, H_G + lambda_1 I
+    if tc.case == "fixed":
+        features: list[Tensor] = [in_chunks(emb, finetune[0])]  # the current embedding's
+        stage2 = Proximal.at(
+            list(fhead.parameters()),
+            lambda: nnf.cross_entropy(fhead(features[0]).double(), finetune[1]),
+            finetune_damping,
+        )
+
+        def finetune_stage() -> float:
+            features[0] = in_chunks(emb, finetune[0])
+            return fit_lbfgs(stage2, tol=config.tol, max_iter=config.max_iter, restarts=1)
+
+    else:
+        # W, and W_bar as stage 1 leaves it
+        ws, anchors = list(emb.parameters()), list(bar.parameters())
+
+        def case2() -> Tensor:
+            value = nnf.cross_entropy(fhead(emb(finetune[0])).double(), finetune[1])
+            return value + tc.alpha * sum(
+                ((w - a.detach()).double() ** 2).sum() for w, a in zip(ws, anchors)
+            )
+
+        stage2 = Proximal.at([*ws, *fhead.parameters()], case2, finetune_damping)
+        curvatures = (  # the smallest and the largest of K + lambda_2 I
+            float(ritz_f[0]) + finetune_damping,
+            float(ritz_f[-1]) + finetune_damping,
+        )
+
+        def finetune_stage() -> float:
+            return accelerate(
+                stage2,
+                1 / curvatures[1],
+                curvatures[0],
+                tol=config.tol,
+                max_iter=config.max_iter,
+            )
 
     def response(x: Tensor, y: Tensor, eps: float) -> tuple[float, float, float]:
         """The summed test loss after both proximal stages at this eps, and the two gradient norms."""
         moved = dataclasses.replace(
             stage1,
-            extra=lambda: nnf.cross_entropy(head(emb(x)).double(), y, reduction="sum"),
+            extra=lambda: nnf.cross_entropy(head(bar(x)).double(), y, reduction="sum"),
             eps=eps,
         )
         g1 = descend(moved, step, tol=config.tol, max_iter=config.max_iter)
-        features[0] = in_chunks(emb, finetune[0])
-        g2 = fit_lbfgs(stage2, tol=config.tol, max_iter=config.max_iter, restarts=1)
+        g2 = finetune_stage()
         loss = summed_loss(model, test)
-        _load(params, stage1.anchor)
-        _load(theta, stage2.anchor)
+        _load(stage1.params, stage1.anchor)
+        _load(stage2.params, stage2.anchor)
         return loss, g1, g2
 
     eps = config.eps or 0.1 / len(sample[1])
@@ -472,13 +585,19 @@ def proximal_response(
     return {
         "config": config.as_dict(),
         "experiment": tc.as_dict(),
+        # the weights' mean test loss, and the stored experiment's (equal where they are its)
+        "test_loss": mean_loss(emb, fhead, test),
+        "stored_test_loss": experiment["validation"]["original_loss"],
         "pretrain_damping": damping,
+        "finetune_damping": finetune_damping,
         "eps": eps,
         "eps_per_removal": steps,
         "sample_size": len(sample[1]),
+        "finetune_sample_size": len(finetune[1]),
         "hessian_extremes": [float(ritz[0]), float(ritz[-1])],
+        "finetune_hessian_extremes": [float(ritz_f[0]), float(ritz_f[-1])],
         "solves": solves,
-        "gradient_norms": {  # at the trained weights: ||grad G_S||, ||grad F||
+        "gradient_norms": {  # at the trained weights: ||grad G_S||, ||grad F|| (Case 2: of eq. 12)
             "pretraining": _norm(stage1.slope),
             "finetuning": _norm(stage2.slope),
         },

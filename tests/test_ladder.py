@@ -81,6 +81,50 @@ def test_proximal_response_agrees_with_the_damped_scores(tiny_data, cache):  # n
     assert result["measured_at_half_eps"][0] == pytest.approx(measured[0].item(), rel=0.2)
 
 
+def test_case_2_proximal_response_agrees_with_the_damped_scores(tiny_data, cache):  # noqa: F811
+    """Case 2 (eq. 12): stage 2 re-optimizes (W, Theta) near the W_bar that stage 1 moved.
+
+    Its push is the stage-1 move times 2 alpha, so the run is trained further than TINY (a
+    smaller |k_min(K)|, hence a smaller lambda_2) and pushed by a whole copy of z, to stand
+    above the float32 floor of the stage-2 gradient.
+    """
+    config = TINY.replace(pretrain_steps=200, finetune_steps=200)
+    trained = experiment.train_transfer(config, tiny_data)
+    stored = {  # rung 2 needs the config and the removals, not Appendix B's measurements
+        "config": config.as_dict(),
+        "validation": {
+            "indices": list(range(0, 120, 20)),
+            "original_loss": experiment.mean_loss(
+                trained.net.embedding, trained.net.finetune_head, tiny_data.test
+            ),
+        },
+    }
+    result = proximal_response(
+        stored,
+        ProximalConfig(
+            sample_size=None,
+            removals=4,
+            linearity=1,
+            cg_iters=300,
+            case="updated",
+            eps=1 / config.hessian_examples,
+        ),
+    )
+    assert result["experiment"]["case"] == "updated"
+    assert result["agreement"]["n"] == 4
+    assert result["agreement"]["pearson_r"] > 0.99
+    predicted, measured = (
+        torch.tensor(result["predicted"]),
+        torch.tensor(result["measured"]),
+    )
+    assert (measured - predicted).norm() / predicted.norm() < 0.1
+    # halving eps moves the derivative by no more than that floor, on the scale of the scores
+    half = result["measured_at_half_eps"][0]
+    assert abs(half - measured[0].item()) < 0.1 * measured.abs().max().item()
+    with pytest.raises(ValueError, match="case"):
+        proximal_response(stored, ProximalConfig(case="sideways"))
+
+
 def test_converged_leave_one_out_is_predicted_by_the_scores():
     """Rung 3 at a tiny scale: every retraining converges, and the scores predict it to the
     rung's target (removing one of 200 examples is a larger step than one of 2,000)."""

@@ -59,7 +59,8 @@ def main() -> None:
         nargs="*",
         metavar="RUNG",
         help="instead of running, measure rungs of the ladder of ground truths: converged, "
-        "proximal (default both; writes <section>_ladder.json)",
+        "proximal, proximal-updated, proximal-cifar10 (default the first two; writes "
+        "<section>_ladder.json)",
     )
     parser.add_argument(
         "--seed",
