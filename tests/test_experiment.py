@@ -275,6 +275,9 @@ def test_retest_measures_the_same_removals_with_another_batch_order(
     stored = read_results(path)["results"]["experiments"]["mnist-fixed"]
     first = stored["validation"]
     assert stored["retest"]["positions"] == [0, 2, 3] and retest["retrain_seed"] == 5
+    # a second batch order is added beside the first retest, not over it
+    assert stored["retest"]["retrain_seed"] == configs.RETEST_SEED
+    assert [r["retrain_seed"] for r in stored["further_retests"]] == [5]
     assert retest["validation"]["indices"] == [first["indices"][j] for j in (0, 2, 3)]
     assert retest["validation"]["predicted"] == pytest.approx(
         [first["predicted"][j] for j in (0, 2, 3)], rel=1e-5
