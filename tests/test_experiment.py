@@ -402,3 +402,39 @@ def test_a_config_recognizes_itself_read_back_from_a_results_file():
     assert not config.replace(cg_iters=config.cg_iters + 1).is_stored_as(stored)
     assert not config.is_stored_as({**stored, "no_such_field": 1})
     assert not config.is_stored_as(None)
+
+
+def test_mean_of_orders_averages_every_batch_order_and_states_its_ceiling():
+    """Three orders of four removals: the mean, the pairwise test-retest r, Spearman-Brown."""
+    first = [1.0, 2.0, 3.0, 4.0, 0.0]
+    second, third = [1.5, 1.5, 3.5, 3.0], [0.5, 2.5, 2.5, 4.5]
+    positions = [0, 1, 2, 3]
+
+    def order(seed: int, controlled: list[float]) -> dict:
+        return {
+            "retrain_seed": seed,
+            "positions": positions,
+            "validation": {"controlled": controlled},
+        }
+
+    stored = {
+        "config": TINY.as_dict(),
+        "validation": {"controlled": first, "predicted": [4.0, 3.0, 2.0, 1.0, 9.0]},
+        "identity": {"predicted": [1.0, 2.0, 3.0, 4.0, 9.0]},
+        "retest": order(7, second),
+        "further_retests": [order(8, third)],
+    }
+    result = sec41.mean_of_orders(stored)
+    assert result["orders"] == 3
+    assert result["seeds"] == [TINY.continuation_seed, 7, 8]
+    mean = [(a + b + c) / 3 for a, b, c in zip(first, second, third)]
+    r = lambda a, b: torch.corrcoef(torch.tensor([a, b]))[0, 1].item()  # noqa: E731
+    assert result["score"]["pearson_r"] == pytest.approx(r([4, 3, 2, 1], mean))
+    assert result["identity"]["pearson_r"] == pytest.approx(r([1, 2, 3, 4], mean))
+    pairs = [r(first[:4], second), r(first[:4], third), r(second, third)]
+    assert result["test-retest r"] == pytest.approx(pairs)
+    r_tt = sum(pairs) / 3
+    assert result["ceiling"] == pytest.approx(math.sqrt(3 * r_tt / (1 + 2 * r_tt)))
+    stored["further_retests"][0]["positions"] = [0, 1, 2, 4]
+    with pytest.raises(ValueError, match="different removals"):
+        sec41.mean_of_orders(stored)
