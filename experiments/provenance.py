@@ -106,8 +106,7 @@ def record_experiment(
     }
     if Path(path).exists():  # keep what another run of the same section filed meanwhile
         stored = read_results(path)["results"].get("experiments", {})
-        for other, entry in stored.items():
-            done["experiments"].setdefault(other, entry)
+        done["experiments"].update({k: e for k, e in stored.items() if k != name})
     write_section(path, done, scale)
     return done["experiments"][name]
 
