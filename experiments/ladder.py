@@ -410,6 +410,12 @@ class ProximalConfig:
     # At -1/|S| (a whole copy taken away) the term -eps grad^2 g(z) can outweigh lambda_1
     # for a large-gradient z, and the perturbed objective then has no minimum near phi_s
     eps: float | None = None
+    # divide eps by ||grad g(z)|| for every z, not only where that exceeds 1, so that every
+    # push is eps: a z with a tiny gradient otherwise pushes below the float32 floor
+    equal_push: bool = False
+    # stage 1 by :func:`accelerate` (fixed steps) instead of :func:`descend` (line search):
+    # where the push is so small that the decrease it makes is below the value's rounding
+    accelerated: bool = False
     float64: bool = False  # convert the weights (the losses are summed in float64 anyway)
     # gradient norm each stage stops at. Table A's max pooling makes G only piecewise smooth
     # and float32 sums have a floor: the result records the norms actually reached
@@ -517,6 +523,12 @@ def proximal_response(
         damping,
     )
     step = 1 / (float(ritz[-1]) + damping)  # 1 / the largest curvature, H_G + lambda_1 I
+    strong = float(ritz[0]) + damping  # the smallest
+    if config.accelerated and strong <= 0:
+        raise ValueError(
+            f"pretrain_damping: {damping} does not make H_G + lambda_1 I positive definite "
+            f"(h_min ~ {float(ritz[0]):.3g}); accelerated descent needs it"
+        )
     if tc.case == "fixed":
         features: list[Tensor] = [in_chunks(emb, finetune[0])]  # the current embedding's
         stage2 = Proximal.at(
@@ -561,7 +573,10 @@ def proximal_response(
             extra=lambda: nnf.cross_entropy(head(bar(x)).double(), y, reduction="sum"),
             eps=eps,
         )
-        g1 = descend(moved, step, tol=config.tol, max_iter=config.max_iter)
+        if config.accelerated:
+            g1 = accelerate(moved, step, strong, tol=config.tol, max_iter=config.max_iter)
+        else:
+            g1 = descend(moved, step, tol=config.tol, max_iter=config.max_iter)
         g2 = finetune_stage()
         loss = summed_loss(model, test)
         _load(stage1.params, stage1.anchor)
@@ -570,7 +585,8 @@ def proximal_response(
 
     eps = config.eps or 0.1 / len(sample[1])
     grad_g = per_example_norms(ms, candidates)
-    steps = [eps / max(1.0, n) for n in grad_g]  # a push eps ||grad g(z)|| of at most eps
+    # a push eps ||grad g(z)|| of at most eps (of exactly eps with equal_push)
+    steps = [eps / (n if config.equal_push else max(1.0, n)) for n in grad_g]
     measured, half, norms = [], [], []
     for j in progress(range(k), desc="proximal responses"):
         x, y = candidates[0][j : j + 1], candidates[1][j : j + 1]
