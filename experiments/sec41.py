@@ -208,6 +208,9 @@ def damping_study(
 #   Stage 2 re-optimizes the whole network, so on a sample of 500 finetuning images (which K
 #   then uses too), and 6 removals. Its push is stage 1's move times 2 alpha, so eps is a whole
 #   copy of z (1/|S|), not a tenth, to stand above the float32 floor of the stage-2 gradient.
+#   Measured on 2026-12-02, this run diverged at -eps (sec41_ladder.json keeps it as
+#   "proximal-updated-failed"): removing a whole copy can make H_G + lambda_1 I - eps grad^2 g(z)
+#   indefinite, which accelerated steps cannot survive. Not yet a working configuration.
 # - CIFAR-10's network costs several times MNIST's a step: |S| = 100, 1,000 finetuning images
 #   and 6 of the 20 stored removals. Every push is eps (half of these removals have gradients
 #   below 1e-4), and stage 1 takes fixed accelerated steps: a push of 1e-3 on a Hessian with
