@@ -49,7 +49,9 @@ def test_proximal_response_derivative_is_the_damped_inverse_hessian():
             [w], base, damping, stage.anchor, stage.slope, extra=extra, eps=eps
         )
         fit_lbfgs(problem, tol=1e-13)
-        newton_polish(problem)  # float64 L-BFGS can stall near 1e-9; Newton goes to rounding
+        newton_polish(
+            problem
+        )  # float64 L-BFGS can stall near 1e-9; Newton goes to rounding
         out = w.detach().clone().reshape(-1)
         with torch.no_grad():
             w.copy_(stage.anchor[0])
