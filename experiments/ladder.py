@@ -420,7 +420,9 @@ class ProximalConfig:
     # gradient norm each stage stops at. Table A's max pooling makes G only piecewise smooth
     # and float32 sums have a floor: the result records the norms actually reached
     tol: float = 1e-7
-    max_iter: int = 300  # descent steps of stage 1, L-BFGS iterations (Case 1) or accelerated steps (Case 2) of stage 2
+    # steps of each stage: stage 1's descent (or accelerated steps), stage 2's L-BFGS
+    # iterations (Case 1) or accelerated steps (Case 2)
+    max_iter: int = 300
     cg_iters: int = 1000
 
     def as_dict(self) -> dict[str, Any]:
@@ -470,19 +472,14 @@ def proximal_response(
     tc, data, trained = _case_weights(experiment, config.case)
     net = copy.deepcopy(trained.net)
     dtype = torch.float64 if config.float64 else next(net.embedding.parameters()).dtype
-    for module in (
-        net.embedding,
-        net.pretrained_embedding,
-        net.pretrain_head,
-        net.finetune_head,
-    ):
-        module.to(dtype)
     emb, bar, head, fhead = (
         net.embedding,
         net.pretrained_embedding,
         net.pretrain_head,
         net.finetune_head,
     )
+    for module in (emb, bar, head, fhead):  # bar is emb itself in Case 1
+        module.to(dtype)
     sample = subsample(data.pretrain, config.sample_size or tc.hessian_examples, tc.seed)
     sample = sample[0].to(dtype), sample[1]
     finetune = subsample(
