@@ -366,8 +366,10 @@ def accelerate(
     makes, about push^2 / curvature, is below the float32 rounding of the objective's value,
     so comparing values cannot see it, while the gradient still can. Fixed steps need no
     values, and momentum ``(sqrt k - 1) / (sqrt k + 1)``, k the condition number, converges in
-    about ``sqrt k`` steps where plain descent needs ``k``. Stops at ``tol`` or after
-    ``max_iter`` steps; returns the gradient norm at the last point.
+    about ``sqrt k`` steps where plain descent needs ``k``. Momentum restarts wherever the
+    gradient points against the last move (O'Donoghue and Candes, 2015): ``strong`` is only a
+    Lanczos estimate, and a perturbed objective can be less convex than it says. Stops at
+    ``tol`` or after ``max_iter`` steps; returns the gradient norm at the last point.
     """
     params = objective.params
     root = math.sqrt(1 / (step * strong))
@@ -378,10 +380,15 @@ def accelerate(
         if _norm(grads) <= tol:
             break
         with torch.no_grad():
-            for p, q, g in zip(params, previous, grads):
-                new = p - step * g
-                p.copy_(new + momentum * (new - q))
-                q.copy_(new)
+            news = [p - step * g for p, g in zip(params, grads)]
+            against = sum(
+                (g.double() * (n - q).double()).sum()
+                for g, n, q in zip(grads, news, previous)
+            )
+            beta = 0.0 if against > 0 else momentum
+            for p, q, n in zip(params, previous, news):
+                p.copy_(n + beta * (n - q))
+                q.copy_(n)
     _load(params, previous)
     return objective.gradient_norm()
 

@@ -205,12 +205,12 @@ def damping_study(
 # rung 2's runs: the sec41.json experiment each re-measures, and how its config differs from
 # ProximalConfig's, sized for 2 CPU cores.
 # - Case 2 finetunes the MNIST pretraining with W updated (eq. 12) and takes the same removals.
-#   Stage 2 re-optimizes the whole network, so on a sample of 500 finetuning images (which K
-#   then uses too), and 6 removals. Its push is stage 1's move times 2 alpha, so eps is a whole
-#   copy of z (1/|S|), not a tenth, to stand above the float32 floor of the stage-2 gradient.
-#   Measured on 2026-12-02, this run diverged at -eps (sec41_ladder.json keeps it as
-#   "proximal-updated-failed"): removing a whole copy can make H_G + lambda_1 I - eps grad^2 g(z)
-#   indefinite, which accelerated steps cannot survive. Not yet a working configuration.
+#   Its stage-2 push is stage 1's move times 2 alpha = 0.02, so both stages run in float64 to
+#   stand above float32's gradient floor; stage 2 re-optimizes the whole network, so on a
+#   sample of 250 finetuning images (which K uses too), over 6 removals, for 2 cores. eps stays
+#   a tenth of a copy, every push equal: a whole copy of a large-gradient z made
+#   H_G + lambda_1 I - eps grad^2 g(z) indefinite at -eps, and that first run diverged
+#   (sec41_ladder.json keeps it as "proximal-updated-failed").
 # - CIFAR-10's network costs several times MNIST's a step: |S| = 100, 1,000 finetuning images
 #   and 6 of the 20 stored removals. Every push is eps (half of these removals have gradients
 #   below 1e-4), and stage 1 takes fixed accelerated steps: a push of 1e-3 on a Hessian with
@@ -221,14 +221,16 @@ PROXIMAL_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
         "mnist-fixed",
         {
             "case": "updated",
-            "finetune_sample_size": 500,
+            "finetune_sample_size": 250,
             "removals": 6,
             "linearity": 1,
-            "eps": 1 / ProximalConfig.sample_size,
-            # both stages by fixed accelerated steps, 100 of them: plain descent needs about
-            # 300 a stage here, and a response then takes minutes on 2 cores
+            "equal_push": True,
+            "float64": True,
+            # fixed accelerated steps (a line search cannot see stage 2's decrease): stage 1
+            # reaches tol in tens of them, stage 2 (condition number ~170) needs ~150
             "accelerated": True,
-            "max_iter": 100,
+            "max_iter": 150,
+            "tol": 1e-9,
         },
     ),
     "proximal-cifar10": (
