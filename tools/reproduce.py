@@ -75,12 +75,13 @@ def main() -> None:
     out = args.out or RESULTS / f"{args.section}.json"
     if (args.damping or args.ladder is not None) and args.section != "sec41":
         parser.error("--damping and --ladder apply to sec41")
+    written = out
     if args.damping:
-        sec41.damping_study(out, RESULTS / "sec41_damping.json")
+        written = RESULTS / "sec41_damping.json"
+        sec41.damping_study(out, written)
     elif args.ladder is not None:
-        sec41.ladder_study(
-            out, RESULTS / "sec41_ladder.json", args.ladder or ("converged", "proximal")
-        )
+        written = RESULTS / "sec41_ladder.json"
+        sec41.ladder_study(out, written, args.ladder or ("converged", "proximal"))
     elif args.rescore:
         if args.section != "sec41":
             parser.error("--rescore applies to sec41")
@@ -92,7 +93,7 @@ def main() -> None:
         print(f"retest of {args.retest}: {retest['agreement']}")
     else:
         SECTIONS[args.section](out, scale=args.scale, only=args.only)
-    print(f"wrote {out}")
+    print(f"wrote {written}")
 
 
 if __name__ == "__main__":
