@@ -473,8 +473,9 @@ def proximal_response(
     ``F + alpha ||W - W_bar(eps)||^2`` (eq. 12), whose W_bar stage 1 moved (:func:`accelerate`).
     Its linearization is eqs. 12-15 with ``K + lambda_2 I`` and ``H_G + lambda_1 I``.
     The weights stay in the dtype they were trained in (``float64=True`` converts them):
-    Table A's convolutions cost about 20 times as much in float64 on a CPU. Every loss is
-    summed in float64 either way.
+    a forward and backward pass of MNIST's Table A network costs 2.3 times as much in float64
+    on a CPU (500 images, one thread), and a Case 2 response at |S| = 250 with 250 finetuning
+    images took 2 to 5 minutes on 2 cores. Every loss is summed in float64 either way.
     """
     tc, data, trained = _case_weights(experiment, config.case)
     net = copy.deepcopy(trained.net)
