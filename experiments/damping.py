@@ -29,7 +29,7 @@ import torch
 from influence import CG, Identity
 
 from .provenance import provenance
-from .spectrum import lanczos
+from influence.spectrum import lanczos
 from .stats import agreement
 from .transfer import measured_weights, subsample, transfer_scores
 

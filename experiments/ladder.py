@@ -40,7 +40,7 @@ from influence.progress import progress
 
 from .configs import TransferConfig
 from .models import in_chunks, small_mnist
-from .spectrum import lanczos
+from influence.spectrum import lanczos
 from .stats import agreement
 from .train import StageObjective, finetune_objective, fit_adam, fit_lbfgs
 from .transfer import (

@@ -32,7 +32,7 @@ from influence import CG, MultiStage
 
 from . import lm, text
 from .provenance import read_results, record_experiment
-from .spectrum import lanczos
+from influence.spectrum import lanczos
 from .stats import agreement
 
 PAPER_SECONDS_PER_SENTENCE = (

@@ -163,6 +163,16 @@ class DataHessian:
         """The number of parameters: the Hessian is ``dim x dim``."""
         return self.at.numel()
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the parameters, and so of the vectors :meth:`matvec` takes."""
+        return self.at.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the parameters, and so of the vectors :meth:`matvec` takes."""
+        return self.at.device
+
     def matvec(self, v: Tensor) -> Tensor:
         """``H v`` (or ``H V`` for a block ``V`` of shape ``[k, p]``)."""
         self.matvecs += 1 if v.dim() == 1 else v.shape[0]

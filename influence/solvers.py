@@ -52,6 +52,16 @@ class Matrix:
         """The number of rows."""
         return self.matrix.shape[0]
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The matrix's dtype."""
+        return self.matrix.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The matrix's device."""
+        return self.matrix.device
+
     def matvec(self, v: Tensor) -> Tensor:
         """``A v``, or ``A V`` for a block ``[k, p]``."""
         return v @ self.matrix.T

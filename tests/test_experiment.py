@@ -297,7 +297,7 @@ def test_retest_measures_the_same_removals_with_another_batch_order(
 
 
 def test_lanczos_finds_the_extreme_eigenvalues():
-    from experiments.spectrum import lanczos
+    from influence.spectrum import lanczos
     from influence.solvers import Matrix
 
     g = torch.Generator().manual_seed(0)

@@ -9,19 +9,10 @@ products, the way large-scale studies of neural-network Hessians do.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 from torch import Tensor
 
-
-class Operator(Protocol):
-    """A symmetric operator given by its products (:class:`influence.autodiff.DataHessian` is one)."""
-
-    @property
-    def dim(self) -> int: ...
-
-    def matvec(self, v: Tensor) -> Tensor: ...
+from .solvers import Operator
 
 
 def lanczos(
@@ -29,10 +20,16 @@ def lanczos(
     steps: int,
     *,
     seed: int = 0,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> Tensor:
-    """Ritz values of ``operator`` after ``steps`` Lanczos iterations, in ascending order.
+    """Ritz values of ``operator`` after ``steps`` Lanczos iterations, in ascending order (on the CPU, float64).
+
+    The Lanczos vectors are handed to ``operator.matvec`` in ``dtype`` on ``device``; both default
+    to the operator's own (``operator.dtype`` / ``operator.device`` where it has them, as
+    :class:`~influence.autodiff.DataHessian` and :class:`~influence.solvers.Matrix` do), else
+    float64 on the CPU. The recurrence itself is kept in float64 on the CPU: it is ``steps``
+    vectors, and its orthogonality is what makes the Ritz values trustworthy.
 
     Full reorthogonalization keeps the basis orthonormal in floating point (``steps`` is small).
     The extreme Ritz values converge first: the largest and the most negative eigenvalues are
@@ -40,6 +37,8 @@ def lanczos(
     """
     if not 1 <= steps <= operator.dim:
         raise ValueError(f"steps: expected 1 to {operator.dim}, got {steps}")
+    dtype = dtype or getattr(operator, "dtype", torch.float64)
+    device = device or getattr(operator, "device", "cpu")
     generator = torch.Generator().manual_seed(seed)
     q = torch.randn(operator.dim, generator=generator, dtype=torch.float64)
     basis = [q / q.norm()]
