@@ -208,7 +208,9 @@ def jvp_losses(
     block ``[k, p]`` (result ``[B, k]``).
 
     Forward mode (:func:`torch.func.jvp`) is tried first; where an operation lacks a forward
-    derivative, the double-backward trick computes the same product by reverse mode.
+    derivative (torch raises :class:`NotImplementedError`, e.g. for the fused CPU and cuDNN
+    LSTM kernels), the double-backward trick computes the same product by reverse mode. Every
+    other error (a shape error, CUDA out of memory) is raised as it is.
     """
     try:
         with warnings.catch_warnings():
@@ -221,7 +223,9 @@ def jvp_losses(
             return vmap(lambda t: jvp(losses, (at,), (t,))[1], out_dims=1)(
                 tangents
             ).detach()
-    except (NotImplementedError, RuntimeError):
+    except NotImplementedError as error:
+        if "forward AD" not in str(error):
+            raise
         return _jvp_by_double_backward(losses, at, tangents)
 
 

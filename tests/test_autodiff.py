@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.func import hessian, jacrev
@@ -95,3 +96,27 @@ def test_jvp_and_per_example_grads_match_jacobian():
     assert torch.allclose(
         per_example_grads(losses, at, x, y, chunk=4), jac, rtol=1e-10, atol=1e-12
     )
+
+
+def test_jvp_losses_falls_back_only_where_forward_mode_is_missing(monkeypatch):
+    """torch's fused CPU LSTM has no forward derivative: the double-backward path answers.
+    Any other error, here a shape error, is the caller's and is raised as it is."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 4, batch_first=True).double()
+    space = ParamSpace.of(lstm)
+    at = space.flatten(lstm)
+    x = torch.randn(5, 6, 3, dtype=torch.float64)
+
+    def losses(p):
+        return call(lstm, space, p, x)[0].pow(2).sum(dim=(1, 2))
+
+    v = torch.randn_like(at)
+    jac = torch.autograd.functional.jacobian(losses, at)
+    assert torch.allclose(jvp_losses(losses, at, v), jac @ v, rtol=1e-10, atol=1e-12)
+
+    def no_fallback(*args):
+        raise AssertionError("fell back to double backward on an unrelated error")
+
+    monkeypatch.setattr("influence.autodiff._jvp_by_double_backward", no_fallback)
+    with pytest.raises(RuntimeError, match="shape|size"):
+        jvp_losses(lambda p: (p[:7] @ torch.ones(6, dtype=p.dtype)).reshape(1), at, v)

@@ -296,25 +296,6 @@ def test_retest_measures_the_same_removals_with_another_batch_order(
     assert again.controlled == [first["controlled"][0]]
 
 
-def test_lanczos_finds_the_extreme_eigenvalues():
-    from influence.spectrum import lanczos
-    from influence.solvers import Matrix
-
-    g = torch.Generator().manual_seed(0)
-    q, _ = torch.linalg.qr(torch.randn(60, 60, generator=g, dtype=torch.float64))
-    eigenvalues = torch.cat(
-        [torch.tensor([-0.5, 7.0]), torch.linspace(0.01, 1.0, 58)]
-    ).double()
-    ritz = lanczos(Matrix(q @ torch.diag(eigenvalues) @ q.T), 30)
-    assert ritz[0].item() == pytest.approx(-0.5, rel=1e-6) and ritz[
-        -1
-    ].item() == pytest.approx(7.0, rel=1e-8)
-    full = lanczos(
-        Matrix(q @ torch.diag(eigenvalues) @ q.T), 60
-    )  # k = n: every eigenvalue
-    assert torch.allclose(full, eigenvalues.sort().values, rtol=1e-8, atol=1e-10)
-
-
 def test_damping_sweep_predicts_the_stored_removals_again(tiny_data, cache):
     from experiments.damping import damping_sweep
 

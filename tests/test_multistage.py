@@ -136,6 +136,27 @@ def test_exact_matches_dense(trained):
     assert _rel(got, dense_scores(p, t, case)) <= 1e-8
 
 
+def test_report_records_each_stage_solver_damping_and_operator(trained):
+    """The defaults are DEFAULT_*_SOLVER (eq. 16, dampings 1e-2 and 1e-8), and the report says so."""
+    from influence.multistage import DEFAULT_FINETUNE_SOLVER, DEFAULT_PRETRAIN_SOLVER
+
+    case, p, t = trained
+    ms = _ms(p, t, case)
+    ms.scores(**_data(p))
+    stages = ms.report.stages()
+    assert stages["pretrain"]["solver"] == repr(DEFAULT_PRETRAIN_SOLVER)
+    assert (stages["pretrain"]["damping"], stages["pretrain"]["operator"]) == (1e-2, "H2")
+    assert stages["finetune"]["solver"] == repr(DEFAULT_FINETUNE_SOLVER)
+    assert (stages["finetune"]["damping"], stages["finetune"]["operator"]) == (1e-8, "H2")
+    ms.scores(
+        **_data(p), pretrain_solver=Exact(0.5), finetune_solver=Exact(0.0, operator="H2")
+    )
+    stages = ms.report.stages()
+    assert (stages["pretrain"]["damping"], stages["pretrain"]["operator"]) == (0.5, "H")
+    assert stages["finetune"]["operator"] == "H2" and stages["finetune"]["solves"] == 1
+    assert stages["pretrain"]["converged"] and stages["pretrain"]["positive_definite"]
+
+
 @pytest.mark.parametrize("squared", [True, False])
 def test_cg_matches_dense(trained, squared):
     case, p, t = trained

@@ -97,6 +97,8 @@ def test_identity_returns_b():
         (lambda: CG(iters=0), "iters"),
         (lambda: CG(tol=0.0), "tol"),
         (lambda: Exact(damping=float("nan")), "damping"),
+        (lambda: Exact(max_dim=2.5), "max_dim"),
+        (lambda: Exact(tol=-1.0), "tol"),
     ],
 )
 def test_bad_solver_settings(make, match):
@@ -129,3 +131,71 @@ def test_solvers_keep_no_state_between_calls():
         before = dict(vars(s))
         s.solve(Matrix(h), torch.ones(40, dtype=torch.float64))
         assert vars(s) == before
+
+
+# ---- the operator the damping is added to -------------------------------------------------
+
+
+def _indefinite(n: int = 40, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return q @ torch.diag(torch.linspace(-0.3, 5.0, n, dtype=torch.float64)) @ q.T
+
+
+@pytest.mark.parametrize("damping", [0.0, 1e-2])
+def test_exact_on_h2_is_eq16_solved_densely_and_what_cg_converges_to(damping):
+    h = _indefinite()
+    b = torch.randn(40, dtype=torch.float64)
+    eye = torch.eye(40, dtype=torch.float64)
+    x, info = Exact(damping, operator="H2").solve(Matrix(h), b)
+    assert _rel(x, torch.linalg.solve(h @ h + damping * eye, h @ b)) <= 1e-10
+    cg, _ = CG(damping, iters=400, tol=1e-12, operator="H2").solve(Matrix(h), b)
+    assert _rel(cg, x) <= 1e-7
+    assert info.operator == "H2" and info.damping == damping
+    assert info.positive_definite and info.min_curvature is None  # H^2 of an invertible H
+
+
+def test_operator_and_squared_are_synonyms_and_must_agree():
+    assert CG(squared=True).operator == "H2" and CG(squared=False).operator == "H"
+    assert CG().operator == "H2" and Exact().operator == "H"  # the defaults of each
+    assert CG(operator="H").squared is False and Exact(squared=True).operator == "H2"
+    assert Identity().operator == "I"
+    with pytest.raises(ValueError, match="contradicts"):
+        CG(operator="H", squared=True)
+    with pytest.raises(ValueError, match="operator: expected 'H'"):
+        Exact(operator="H^2")
+
+
+def test_describe_names_damping_and_operator_for_a_results_file():
+    assert CG(0.1, operator="H").describe() == {
+        "solver": "CG(damping=0.1, iters=200, tol=1e-06, operator='H')",
+        "damping": 0.1,
+        "operator": "H",
+    }
+    assert Identity().describe()["operator"] == "I"
+
+
+def test_an_indefinite_system_is_reported_not_hidden():
+    """CG on H + lambda I and Exact on H both say so, in the warning and in SolveInfo."""
+    h = _indefinite()
+    b = torch.randn(40, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="not positive definite"):
+        _, info = Exact(0.0).solve(Matrix(h), b)
+    assert info.positive_definite is False
+    assert info.min_curvature == pytest.approx(-0.3, rel=1e-10)  # the smallest eigenvalue
+    with pytest.warns(RuntimeWarning, match="not positive definite"):
+        _, info = CG(0.0, iters=100, tol=1e-10, operator="H").solve(Matrix(h), b)
+    assert info.positive_definite is False and info.min_curvature <= 0
+    assert (
+        info.min_curvature >= -0.3 - 1e-12
+    )  # a Rayleigh quotient: never below the spectrum
+
+
+def test_a_definite_solve_reports_its_curvature_bound():
+    h = _spd()  # eigenvalues 1 to 100
+    _, info = CG(0.0, iters=400, tol=1e-12, operator="H").solve(
+        Matrix(h), torch.randn(40, dtype=torch.float64)
+    )
+    assert info.positive_definite and 1.0 - 1e-9 <= info.min_curvature <= 100.0
+    _, info = Exact(0.0).solve(Matrix(h), torch.randn(40, dtype=torch.float64))
+    assert info.positive_definite and info.converged and info.relative_residual < 1e-12
