@@ -268,9 +268,10 @@ class CG(Solver):
     """Conjugate gradients with Hessian-vector products.
 
     ``operator="H2"`` (the default; ``squared=True`` is a synonym) minimizes
-    ``x^T (H^2 + damping I) x / 2 - b^T H x``, the paper's eq. 16. Its solution is ``(H^2 + damping I)^-1 H b``, which tends to ``H^-1 b`` as
-    the damping goes to 0, and ``H^2`` is positive definite whenever H is invertible, even
-    with negative eigenvalues. Each iteration costs two Hessian-vector products.
+    ``x^T (H^2 + damping I) x / 2 - b^T H x``, the paper's eq. 16. Its solution is
+    ``(H^2 + damping I)^-1 H b``, which tends to ``H^-1 b`` as the damping goes to 0, and
+    ``H^2`` is positive definite whenever H is invertible, even with negative eigenvalues.
+    Each iteration costs two Hessian-vector products.
 
     ``operator="H"`` (``squared=False``) solves ``(H + damping I) x = b`` at one product per
     iteration; it is only sound when ``H + damping I`` is positive definite, and warns (and
