@@ -36,6 +36,8 @@ from torch import Tensor, nn
 
 from influence.progress import progress
 
+from .fit import Objective, fit_lbfgs
+from .objectives import Plain, StageObjective
 from .text import by_length, pad
 
 
@@ -174,6 +176,11 @@ def build_lm(size: LMSize, seed: int) -> tuple[Encoder, LMHead]:
     return Encoder(size.vocab, size.dim, size.hidden), LMHead(size.hidden, size.vocab)
 
 
+def device_of(module: nn.Module) -> torch.device:
+    """Where a module's parameters are: the batches padded for it are moved there."""
+    return next(module.parameters()).device
+
+
 def parameter_count(*modules: nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
@@ -214,7 +221,7 @@ def train_lm(
         for b in torch.randperm(len(batches), generator=generator)
     )
     for _, b in progress(steps, desc="pretraining", total=epochs * len(batches)):
-        x = pad([sequences[i] for i in batches[b]])
+        x = pad([sequences[i] for i in batches[b]]).to(device_of(encoder))
         loss = lm_losses(head(encoder(x)), x).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -234,7 +241,7 @@ def perplexity(
     """exp of the mean token negative log-likelihood over both directions (each token weighted once)."""
     total, count = 0.0, 0
     for batch in length_batches(sequences, batch_size):
-        x = pad([sequences[i] for i in batch])
+        x = pad([sequences[i] for i in batch]).to(device_of(encoder))
         tokens = lengths(x) - 1  # predictions a direction
         total += float((lm_losses(head(encoder(x)), x) * tokens).sum())
         count += int(tokens.sum())
@@ -246,35 +253,19 @@ def pooled_features(
     encoder: Encoder, sequences: Sequence[Sequence[int]], batch_size: int = 256
 ) -> Tensor:
     """:func:`mean_pool` of the encoder's states for every sequence, in the given order: [n, 2H]."""
-    out = torch.empty(len(sequences), 2 * encoder.hidden)
+    device = device_of(encoder)
+    out = torch.empty(len(sequences), 2 * encoder.hidden, device=device)
     for batch in length_batches(sequences, batch_size):
-        out[batch] = mean_pool(encoder(pad([sequences[i] for i in batch])))
+        out[batch] = mean_pool(encoder(pad([sequences[i] for i in batch]).to(device)))
     return out
 
 
 def fit_full_batch(
-    params: Sequence[nn.Parameter], objective, *, tol: float = 1e-6, max_iter: int = 2000
+    objective: Objective, *, tol: float = 1e-6, max_iter: int = 2000
 ) -> float:
-    """Minimize a full-batch objective with L-BFGS (strong Wolfe); returns the final gradient norm."""
-    optimizer = torch.optim.LBFGS(
-        list(params),
-        lr=1,
-        max_iter=max_iter,
-        tolerance_grad=tol,
-        tolerance_change=0.0,
-        history_size=50,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        value = objective()
-        value.backward()
-        return value
-
-    optimizer.step(closure)
-    grads = torch.autograd.grad(objective(), list(params))
-    return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+    """:func:`~experiments.fit.fit_lbfgs` as section 4.5 runs it: one L-BFGS run, a memory of 50
+    steps, no restarts. Returns the final gradient norm."""
+    return fit_lbfgs(objective, tol=tol, max_iter=max_iter, restarts=1, history_size=50)
 
 
 def train_classifier(
@@ -284,14 +275,8 @@ def train_classifier(
 
     Returns the gradient norm at the end (the influence function assumes it is about 0).
     """
-    params = list(head.parameters())
-
-    def objective() -> Tensor:
-        return nnf.cross_entropy(head.ffn(pooled), labels) + l2 / 2 * sum(
-            (p**2).sum() for p in params
-        )
-
-    return fit_full_batch(params, objective, tol=tol)
+    objective = StageObjective(list(head.parameters()), head.ffn, pooled, labels, l2=l2)
+    return fit_full_batch(objective, tol=tol)
 
 
 @torch.no_grad()
@@ -324,10 +309,13 @@ class BagOfWords:
         w = nn.Parameter(self.weight.clone())
         b = nn.Parameter(self.bias.clone())
         norm = fit_full_batch(
-            [w, b],
-            lambda: (
-                nnf.binary_cross_entropy_with_logits(x @ w + b, y) + l2 / 2 * (w**2).sum()
-            ),
+            Plain(
+                [w, b],
+                lambda: (
+                    nnf.binary_cross_entropy_with_logits(x @ w + b, y)
+                    + l2 / 2 * (w**2).sum()
+                ),
+            )
         )
         self.weight, self.bias = w.detach(), b.detach()
         return norm

@@ -1,5 +1,9 @@
-"""Section 4.1 end to end: run its experiments into a results file, measure their removals again
-(:func:`retest`), and score them again with the current library (:func:`rescore_section41`).
+"""Section 4.1 end to end: run its experiments into a results file (:func:`run_validation`,
+:func:`reproduce_section41`), measure their removals again (:func:`retest`), and the studies
+that read those results back: the damping sweep and the ladder of ground truths.
+
+Every function that reads or writes results takes a :class:`~experiments.pipeline.Lab` (or, as
+the chapters pass it, the path of the section's results file).
 """
 
 from __future__ import annotations
@@ -13,43 +17,75 @@ from typing import Any
 import torch
 
 from .configs import RETEST_SEED, RETEST_SIZE, SCALES, SECTION_41, TransferConfig
-from .ladder import (
-    ConvergedConfig,
-    ProximalConfig,
-    converged_loo,
-    evenly_spaced,
-    proximal_response,
-)
-from .provenance import (
-    provenance,
-    read_results,
-    record_experiment,
-    write_results,
-    write_section,
-)
+from .converged_loo import ConvergedConfig, converged_loo
+from .pipeline import Lab
+from .provenance import provenance
+from .proximal_response import ProximalConfig, proximal_response
+from .records import identity_ablation, influential_pairs, validation_record
+from .removals import evenly_spaced
+from .scoring import pick_removals
 from .stats import agreement
-from .transfer import (
-    load_transfer_data,
-    rescore,
-    run_validation,
-    train_transfer,
-    validate,
-)
+from .store import ResultsStore
+
+SECTION = "sec41"
+Where = Lab | ResultsStore | str | Path  # what the functions below accept as their lab
+
+
+def run_validation(
+    config: TransferConfig,
+    *,
+    identity: bool = False,
+    pairs: int = 3,
+    lab: Lab | None = None,
+) -> dict[str, Any]:
+    """One experiment of section 4.1, end to end, as a JSON-ready dict.
+
+    Trains (or loads) both stages, scores every pretraining example on the summed test loss,
+    validates ``config.removals`` of them by retraining, and with ``identity`` scores the same
+    removals with every inverse Hessian replaced by I (Fig. 3). ``pairs`` misclassified test
+    points get their most harmful pretraining example (Fig. 4).
+    """
+    run = (lab or Lab()).run(config)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    what = (run.config, run.data, run.trained)  # loads, and trains or reads the cache
+    seconds["training (or cache)"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    scores, report = run.scores()
+    seconds["scores"] = time.perf_counter() - start
+
+    indices = pick_removals(scores, run.config.removals, seed=run.config.seed)
+    start = time.perf_counter()
+    validation = run.validate(scores, indices)
+    seconds["validation"] = time.perf_counter() - start
+    result = validation_record(*what, scores, report, validation)
+    if identity:
+        start = time.perf_counter()
+        result["identity"] = identity_ablation(*what, validation)
+        seconds["identity scores"] = time.perf_counter() - start
+    if pairs:
+        start = time.perf_counter()
+        result["pairs"] = influential_pairs(*what, pairs)
+        seconds["per-test scores"] = time.perf_counter() - start
+    result["seconds"] = seconds
+    return result
 
 
 def reproduce_section41(
-    path: str | Path,
+    lab: Where,
     scale: str = "cpu",
     only: Sequence[str] | None = None,
     retest_too: bool = True,
 ) -> dict[str, Any]:
-    """Run section 4.1 at ``scale`` and write the results, with provenance, to ``path``.
+    """Run section 4.1 at ``scale`` and write the results, with provenance, to the lab's store.
 
     Each experiment is written as soon as it finishes, into the ``experiments`` of the file,
     so an interrupted run keeps what it finished and a later run can add the rest (``only``).
     With ``retest_too``, each experiment's removals are then measured again (:func:`retest`,
     ``RETEST_SIZE`` of them, seed ``RETEST_SEED``).
     """
+    lab = Lab.of(lab, SECTION)
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {sorted(SCALES)}, got {scale!r}")
     names = list(SECTION_41) if only is None else list(only)
@@ -58,29 +94,35 @@ def reproduce_section41(
         raise ValueError(
             f"only: unknown experiments {unknown}; expected some of {list(SECTION_41)}"
         )
-    path = Path(path)
-    done = read_results(path)["results"] if path.exists() else {"experiments": {}}
+    store, device = lab.store, lab.resolved_device
+    done = store.results(SECTION)
     for name in names:
         config = SCALES[scale][name]
-        record_experiment(
-            path, done, name, scale, lambda: run_validation(config, **SECTION_41[name])
+        store.record(
+            SECTION,
+            done,
+            name,
+            scale,
+            lambda: run_validation(config, lab=lab, **SECTION_41[name]),
+            device,
         )
         if retest_too:
             size = RETEST_SIZE[name]
-            size = (
-                None
-                if size is None
-                else min(size, len(done["experiments"][name]["validation"]["indices"]))
-            )
+            measured = len(done["experiments"][name]["validation"]["indices"])
+            size = None if size is None else min(size, measured)
             done["experiments"][name]["retest"] = retest(
-                done["experiments"][name], RETEST_SEED, size
+                done["experiments"][name], RETEST_SEED, size, lab=lab
             )
-            write_section(path, done, scale)
+            store.write_section(SECTION, done, scale, device)
     return done
 
 
 def retest(
-    experiment: dict[str, Any], retrain_seed: int, size: int | None = None
+    experiment: dict[str, Any],
+    retrain_seed: int,
+    size: int | None = None,
+    *,
+    lab: Lab | None = None,
 ) -> dict[str, Any]:
     """Measure an experiment's removals again, with continued training drawing other batches.
 
@@ -96,18 +138,16 @@ def retest(
         raise ValueError(
             f"retrain_seed: {retrain_seed} is the seed the first measurement used; pick another"
         )
-    config = config.replace(retrain_seed=retrain_seed)
+    run = (lab or Lab()).run(config.replace(retrain_seed=retrain_seed))
     v = experiment["validation"]
     positions = list(range(len(v["indices"])))
     if size is not None:
         if not 3 <= size <= len(positions):
             raise ValueError(f"size: expected 3 to {len(positions)} removals, got {size}")
         positions = evenly_spaced(len(positions), size)
-    start, source = time.perf_counter(), provenance()
-    data = load_transfer_data(config)
-    trained = train_transfer(config, data)
+    start, source = time.perf_counter(), provenance(run.device)
     indices = torch.tensor([v["indices"][j] for j in positions])
-    again = validate(config, data, trained, torch.tensor(experiment["scores"]), indices)
+    again = run.validate(torch.tensor(experiment["scores"]), indices)
     before = [v["controlled"][j] for j in positions]
     return {
         "retrain_seed": retrain_seed,
@@ -130,20 +170,22 @@ def retest(
 
 
 def retest_section41(
-    path: str | Path, name: str, retrain_seed: int, size: int | None = None
+    lab: Where, name: str, retrain_seed: int, size: int | None = None
 ) -> dict[str, Any]:
-    """:func:`retest` experiment ``name`` of the results file at ``path``, and file it.
+    """:func:`retest` experiment ``name`` of the lab's section-4.1 results, and file it.
 
     The first retest is ``experiments[name]["retest"]``; one with another seed is added to
     ``experiments[name]["further_retests"]`` (replacing one with the same seed), so that a
     mean over several batch orders can be formed and no measurement is lost.
     """
-    path = Path(path)
-    stored = read_results(path)
+    lab = Lab.of(lab, SECTION)
+    stored = lab.store.read(SECTION)
     experiments = stored["results"].get("experiments", {})
     if name not in experiments:
-        raise ValueError(f"name: {path} holds no experiment {name!r}; run it first")
-    result = retest(experiments[name], retrain_seed, size)
+        raise ValueError(
+            f"name: {lab.store.path(SECTION)} holds no experiment {name!r}; run it first"
+        )
+    result = retest(experiments[name], retrain_seed, size, lab=lab)
     first = experiments[name].get("retest")
     if first is None or first["retrain_seed"] == retrain_seed:
         experiments[name]["retest"] = result
@@ -154,51 +196,28 @@ def retest_section41(
             if r["retrain_seed"] != retrain_seed
         ]
         experiments[name]["further_retests"] = [*further, result]
-    write_results(path, stored["config"], stored["results"])
+    lab.store.write(SECTION, stored["config"], stored["results"], lab.resolved_device)
     return result
 
 
-def rescore_section41(
-    path: str | Path, only: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """:func:`~experiments.transfer.rescore` each experiment of the results file at ``path``, in place.
-
-    Fig. 4's per-test solves are recomputed where they are cheap (MNIST) and kept otherwise.
-    """
-    path = Path(path)
-    stored = read_results(path)
-    experiments = stored["results"]["experiments"]
-    for name in only or list(experiments):
-        cheap_pairs = (
-            len(experiments[name].get("pairs", [])) if name == "mnist-fixed" else 0
-        )
-        experiments[name] = rescore(
-            experiments[name], identity="identity" in experiments[name], pairs=cheap_pairs
-        )
-        write_results(path, stored["config"], stored["results"])
-    return stored
-
-
 def damping_study(
-    results: str | Path, out: str | Path, name: str = "mnist-fixed", **options: Any
+    lab: Where, name: str = "mnist-fixed", **options: Any
 ) -> dict[str, Any]:
-    """:func:`~experiments.damping.damping_sweep` on experiment ``name`` of the results file ``results``,
-    written with provenance to ``out`` (the removals and their measurements are read, not remade)."""
+    """:func:`~experiments.damping.damping_sweep` on experiment ``name`` of the lab's section-4.1
+    results, written with provenance as ``sec41_damping`` (the removals and their measurements
+    are read, not remade)."""
     from .damping import damping_sweep
 
-    experiments = read_results(results)["results"].get("experiments", {})
+    lab = Lab.of(lab, SECTION)
+    experiments = lab.store.results(SECTION).get("experiments", {})
     if name not in experiments:
-        raise ValueError(f"name: {results} holds no experiment {name!r}; run it first")
-    sweep = damping_sweep(experiments[name], **options)
-    write_results(
-        out,
-        {
-            "experiment": name,
-            "results": str(results),
-            **{k: str(v) for k, v in options.items()},
-        },
-        sweep,
-    )
+        raise ValueError(
+            f"name: {lab.store.path(SECTION)} holds no experiment {name!r}; run it first"
+        )
+    sweep = damping_sweep(experiments[name], lab=lab, **options)
+    config = {"experiment": name, "results": f"{SECTION}.json"}
+    config.update({k: str(v) for k, v in options.items()})
+    lab.store.write(f"{SECTION}_damping", config, sweep, lab.resolved_device)
     return sweep
 
 
@@ -256,21 +275,21 @@ PROXIMAL_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def ladder_study(
-    results: str | Path,
-    out: str | Path,
+    lab: Where,
     rungs: Sequence[str] = ("converged", "proximal"),
     converged: ConvergedConfig = ConvergedConfig(),
     proximal: ProximalConfig = ProximalConfig(),
 ) -> dict[str, Any]:
     """Rungs 3 (``"converged"``) and 2 (the runs of :data:`PROXIMAL_RUNS`) of the ladder of
-    ground truths (:mod:`experiments.ladder`), each written to ``out`` with its provenance as
+    ground truths, each written to the lab's ``sec41_ladder`` results with its provenance as
     it finishes.
 
-    Rung 2 re-measures stored removals of the results file ``results``, whose Appendix B
+    Rung 2 re-measures stored removals of the lab's section-4.1 results, whose Appendix B
     measurement is rung 1; ``proximal`` is the config each run's changes apply to.
     """
-    out = Path(out)
-    done = read_results(out)["results"] if out.exists() else {"experiments": {}}
+    lab = Lab.of(lab, SECTION)
+    out = f"{SECTION}_ladder"
+    done = lab.store.results(out)
     unknown = [r for r in rungs if r != "converged" and r not in PROXIMAL_RUNS]
     if unknown:
         raise ValueError(
@@ -281,11 +300,11 @@ def ladder_study(
         if name == "converged":
             return converged_loo(converged)
         experiment, changes = PROXIMAL_RUNS[name]
-        stored = read_results(results)["results"]["experiments"][experiment]
+        stored = lab.store.read(SECTION)["results"]["experiments"][experiment]
         return proximal_response(stored, dataclasses.replace(proximal, **changes))
 
     for name in rungs:
-        record_experiment(out, done, name, "cpu", lambda: run(name))
+        lab.store.record(out, done, name, "cpu", lambda: run(name), lab.resolved_device)
     return done
 
 

@@ -16,7 +16,6 @@ import dataclasses
 import math
 import random
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +28,15 @@ from scipy import stats as scipy_stats
 from torch import Tensor
 
 from influence import CG, MultiStage
+from influence.spectrum import lanczos
 
 from . import lm, text
+from .devices import resolve
+from .fit import restore
+from .objectives import Proximal
 from .provenance import read_results, record_experiment
-from influence.spectrum import lanczos
 from .stats import agreement
+from .warning_counts import counted_warnings
 
 PAPER_SECONDS_PER_SENTENCE = (
     0.94  # section 4.5: "each pretraining data point takes average of 0.94 second"
@@ -72,6 +75,7 @@ class Section45Config:
     loo_iters: int = 30  # check: L-BFGS iterations of each pretraining re-optimization
     figure_points: int = 3000  # sentences kept in the results file for the overlap figure
     seed: int = 0
+    device: str = "auto"  # experiments.devices.resolve: "auto" is CUDA where there is one
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -164,8 +168,9 @@ class Trained:
 def train_all(config: Section45Config, data: TextData) -> Trained:
     """Pretrain the language model, finetune the classifier on its frozen states, fit the baseline."""
     start = time.perf_counter()
+    device = resolve(config.device)
     size = lm.LMSize(len(data.vocab), config.dim, config.hidden)
-    encoder, head = lm.build_lm(size, config.seed)
+    encoder, head = (m.to(device) for m in lm.build_lm(size, config.seed))
     history = lm.train_lm(
         encoder,
         head,
@@ -179,19 +184,19 @@ def train_all(config: Section45Config, data: TextData) -> Trained:
     head.eval()
     pretrain_minutes = (time.perf_counter() - start) / 60
     torch.manual_seed(config.seed)
-    classifier = lm.Classifier(config.hidden, config.width)
+    classifier = lm.Classifier(config.hidden, config.width).to(device)
     train_x, test_x = (
         lm.pooled_features(encoder, data.ids(t[0])) for t in (data.train, data.test)
     )
-    train_y, test_y = (torch.tensor(t[1]) for t in (data.train, data.test))
+    train_y, test_y = (torch.tensor(t[1], device=device) for t in (data.train, data.test))
     finetune_gradient = lm.train_classifier(
         classifier, train_x, train_y, l2=config.finetune_l2
     )
     baseline = lm.BagOfWords(
         [text.tokenize(t) for t in data.train[0]], config.baseline_words
     )
-    baseline.fit(
-        [text.tokenize(t) for t in data.train[0]], train_y, l2=config.finetune_l2
+    baseline.fit(  # a bag of words on the CPU: it is small
+        [text.tokenize(t) for t in data.train[0]], train_y.cpu(), l2=config.finetune_l2
     )
     majority = max(float(test_y.float().mean()), 1 - float(test_y.float().mean()))
     report = {
@@ -210,7 +215,7 @@ def train_all(config: Section45Config, data: TextData) -> Trained:
             "classifier": lm.classifier_accuracy(classifier, test_x, test_y),
             "classifier_train": lm.classifier_accuracy(classifier, train_x, train_y),
             "bag_of_words": baseline.accuracy(
-                [text.tokenize(t) for t in data.test[0]], test_y
+                [text.tokenize(t) for t in data.test[0]], test_y.cpu()
             ),
             "majority": majority,
         },
@@ -295,8 +300,9 @@ def sentence_losses(trained: Trained, loader: Any, order: list[int]) -> np.ndarr
     out = []
     with torch.no_grad():
         for x, y in loader:
+            x, y = (t.to(lm.device_of(trained.encoder)) for t in (x, y))
             out.append(lm.lm_losses(trained.head(trained.encoder(x)).double(), y))
-    losses = torch.cat(out).numpy()
+    losses = torch.cat(out).cpu().numpy()
     back = np.empty_like(losses)
     back[order] = losses
     return back
@@ -336,23 +342,15 @@ def proximal_pretrain(
     """
     enc, hd = copy.deepcopy(encoder), copy.deepcopy(head)
     params = _flat([enc, hd])
-    anchor = [p.detach().clone() for p in params]
-    g0 = torch.autograd.grad(lm.lm_losses(hd(enc(sample)), sample).mean(), params)
+    stage = Proximal.at(
+        params, lambda: lm.lm_losses(hd(enc(sample)), sample).mean(), damping, dtype=None
+    )
     if start is not None:
-        with torch.no_grad():
-            for p, s in zip(params, start):
-                p.copy_(s)
-
-    def objective() -> Tensor:
-        value = (
-            lm.lm_losses(hd(enc(sample)), sample).mean()
-            + eps * lm.lm_losses(hd(enc(z)), z).sum()
-        )
-        for p, a, g in zip(params, anchor, g0):
-            value = value + damping / 2 * ((p - a) ** 2).sum() - (g * p).sum()
-        return value
-
-    norm = lm.fit_full_batch(params, objective, tol=1e-9, max_iter=iters)
+        restore(params, start)
+    moved = dataclasses.replace(
+        stage, extra=lambda: lm.lm_losses(hd(enc(z)), z).sum(), eps=eps
+    )
+    norm = lm.fit_full_batch(moved, tol=1e-9, max_iter=iters)
     return enc, hd, norm
 
 
@@ -369,22 +367,17 @@ def proximal_finetune(
     In float64, on the mean-pooled states of the moved encoder."""
     head = copy.deepcopy(classifier).double()
     params = list(head.parameters())
-    anchor = [p.detach().clone() for p in params]
 
     def f(features: Tensor) -> Tensor:
         return nnf.cross_entropy(head.ffn(features), labels) + l2 / 2 * sum(
             (p**2).sum() for p in params
         )
 
-    g0 = torch.autograd.grad(f(pooled_s), params)
-
-    def objective() -> Tensor:
-        value = f(pooled)
-        for p, a, g in zip(params, anchor, g0):
-            value = value + damping / 2 * ((p - a) ** 2).sum() - (g * p).sum()
-        return value
-
-    lm.fit_full_batch(params, objective, tol=1e-12, max_iter=500)
+    # anchored where the encoder was, with the slope there; then F on the moved states
+    stage = Proximal.at(params, lambda: f(pooled_s), damping)
+    lm.fit_full_batch(
+        dataclasses.replace(stage, base=lambda: f(pooled)), tol=1e-12, max_iter=500
+    )
     return head
 
 
@@ -411,16 +404,17 @@ def proximal_check(
         rest, min(config.loo_random, len(rest))
     )
     ids = data.ids(data.sentences)
-    sample_x = text.pad([ids[i] for i in sample])
+    device = lm.device_of(trained.encoder)
+    sample_x = text.pad([ids[i] for i in sample]).to(device)
     train_ids = data.ids(data.train[0])
     test_ids = data.ids([data.test[0][data.table[0]]])
-    train_y = torch.tensor(data.train[1])
-    test_y = torch.tensor([data.test[1][data.table[0]]])
+    train_y = torch.tensor(data.train[1], device=device)
+    test_y = torch.tensor([data.test[1][data.table[0]]], device=device)
     pooled_s = lm.pooled_features(trained.encoder, train_ids).double()
     eps = 1 / len(sample)
     measured, gradient_norms = [], []
     for i in chosen:
-        z = text.pad([ids[i]])
+        z = text.pad([ids[i]]).to(device)
         losses = {}
         moved_plus = None
         for sign in (1, -1):
@@ -474,29 +468,13 @@ def proximal_check(
 # ---- the whole section -------------------------------------------------------------------------
 
 
-def _warning_kinds(caught: list[warnings.WarningMessage]) -> dict[str, int]:
-    kinds: dict[str, int] = {}
-    for w in caught:
-        message = str(w.message)
-        kind = (
-            "CG stopped short"
-            if "stopped after" in message
-            else "not stationary"
-            if "gradient norm" in message
-            else message[:60]
-        )
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds
-
-
 def score_sentences(
     config: Section45Config, data: TextData, trained: Trained, sample: list[int]
 ) -> dict[str, Any]:
     """Every pretraining sentence's score for each Table 1 tweet, by ``ms.scores(..., per_test=True)``, timed."""
     ms = multistage(config, trained)
     staged = stage_data(config, data, sample)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with counted_warnings() as warned:
         damping, ritz = pretrain_damping(config, ms, staged["pretrain"])
         start = time.perf_counter()
         raw = ms.scores(
@@ -510,7 +488,7 @@ def score_sentences(
             ),
             per_test=True,
             batch_size=config.score_batch,
-        )
+        ).cpu()
         seconds = time.perf_counter() - start
     scores = torch.empty_like(raw)
     scores[torch.tensor(staged["order"])] = raw
@@ -529,7 +507,7 @@ def score_sentences(
             "pretrain": report.pretrain_gradient_norm,
             "finetune": report.finetune_gradient_norm,
         },
-        "warnings": _warning_kinds(caught),
+        "warnings": warned,
     }
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from influence import Exact, MultiStage
+from influence import MultiStage
 
+from .fit import fit_lbfgs, newton_polish
 from .models import MultiStageNet
-from .train import StageObjective, finetune_objective, fit_lbfgs, newton_polish
+from .objectives import StageObjective, finetune_objective
 
 
 @dataclass
@@ -147,10 +148,10 @@ def _set_flat(emb: nn.Module, head: nn.Module, x: Tensor) -> None:
     nn.utils.vector_to_parameters(x[n:], head.parameters())
 
 
-def _updated_objective(
+def _finetune_hessian(
     p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module, head_u: nn.Module
-) -> tuple[Any, Tensor]:
-    """K and the gradient of ``F + alpha ||W - W_bar||^2`` over (W, Theta), at the modules' parameters."""
+) -> Any:
+    """K, the library's Hessian of ``F + alpha ||W - W_bar||^2`` over (W, Theta), at the modules' parameters."""
     ms = MultiStage(
         emb,
         head_u,
@@ -161,10 +162,7 @@ def _updated_objective(
         alpha=p.alpha,
         pretrained_embedding=emb_bar,
     )
-    k = ms.finetune_hessian((p.xx, p.xy))
-    grad = k.loss_gradient() + p.finetune_l2 * k.at
-    grad[: ms.W.numel] += 2 * p.alpha * (k.at[: ms.W.numel] - ms.w_bar)
-    return k, grad
+    return ms.finetune_hessian((p.xx, p.xy))
 
 
 def newton_finish(
@@ -175,13 +173,29 @@ def newton_finish(
     head_u: nn.Module,
     tol: float = 1e-11,
 ) -> Any:
-    """Newton steps ``x <- x - K^-1 grad`` on eq. 12's objective, in place, to gradient norm ``tol``; returns K."""
-    for _ in range(25):
-        k, grad = _updated_objective(p, emb, head, emb_bar, head_u)
-        if grad.norm() < tol:
-            return k
-        _set_flat(emb, head, k.at - Exact().solve(k, grad)[0])
-    raise RuntimeError(f"Newton stopped at gradient norm {grad.norm():.1e}")
+    """Newton steps ``x <- x - K^-1 grad`` on eq. 12's objective, in place, to gradient norm ``tol``; returns K.
+
+    Every full step is taken (none is undone): from where L-BFGS stalls they converge
+    quadratically, and near a saddle they go to it, which :func:`fit_finetuning` then leaves.
+    """
+    objective = finetune_objective(
+        "updated",
+        emb,
+        head,
+        p.xx,
+        p.xy,
+        pretrained=emb_bar,
+        alpha=p.alpha,
+        l2=p.finetune_l2,
+    )
+
+    def hessian() -> Tensor:
+        return _finetune_hessian(p, emb, head, emb_bar, head_u).to_dense()
+
+    norm = newton_polish(objective, steps=25, tol=tol, hessian=hessian, keep=None)
+    if norm > tol:
+        raise RuntimeError(f"Newton stopped at gradient norm {norm:.1e}")
+    return _finetune_hessian(p, emb, head, emb_bar, head_u)
 
 
 def fit_finetuning(

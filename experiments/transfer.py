@@ -36,10 +36,11 @@ from influence.solvers import Solver
 
 from . import data as datasets
 from .configs import TransferConfig
+from .fit import AdamRun, batch_indices, fit_adam
 from .models import MultiStageNet, in_chunks, table_a
+from .objectives import StageObjective, finetune_objective
 from .provenance import provenance
 from .stats import agreement
-from .train import AdamRun, StageObjective, batch_indices, finetune_objective, fit_adam
 
 Pair = tuple[Tensor, Tensor]
 

@@ -11,16 +11,11 @@ from test_experiment import TINY, cache, tiny_data  # noqa: F401
 
 from experiments import transfer as experiment
 from experiments.data import DatasetNotFoundError
-from experiments.ladder import (
-    ConvergedConfig,
-    Proximal,
-    ProximalConfig,
-    accelerate,
-    converged_loo,
-    proximal_response,
-    spread,
-)
-from experiments.train import fit_lbfgs, newton_polish
+from experiments.converged_loo import ConvergedConfig, converged_loo
+from experiments.fit import accelerate, fit_lbfgs, newton_polish
+from experiments.objectives import Proximal
+from experiments.proximal_response import ProximalConfig, proximal_response
+from experiments.removals import spread
 
 
 def test_spread_takes_both_extremes_and_distinct_ranks():

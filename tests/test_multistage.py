@@ -12,7 +12,7 @@ from torch.func import functional_call, hessian, jacrev
 
 from experiments import toy as toys
 from experiments.models import MultiStageNet
-from experiments.train import StageObjective, finetune_objective
+from experiments.objectives import StageObjective, finetune_objective
 from influence import CG, Exact, Identity, MultiStage
 
 

@@ -1,0 +1,185 @@
+"""Rung 3 of section 4.1's ladder of ground truths: leave-one-out retraining that converges.
+
+A small CNN on real MNIST images, weight decay (so the minimum is isolated), float64, both
+stages re-optimized from the optimum by full-batch Newton iterations (L-BFGS where they stall)
+to a gradient far below ``||grad g(z)|| / m``. The prediction uses undamped inverse Hessians.
+Koh and Liang's experiment, in two stages. Rung 2 is :mod:`experiments.proximal_response`;
+rung 1 is Appendix B's protocol, section 4.1's own measurement (``sec41.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from influence import CG, Identity, MultiStage
+from influence.progress import progress
+
+from .configs import TransferConfig
+from .devices import resolve
+from .fit import fit_adam, fit_lbfgs, newton_polish, restore, snapshot
+from .models import small_mnist
+from .objectives import StageObjective, finetune_objective
+from .removals import per_example_norms, spread, summed_loss
+from .stats import agreement
+from .transfer import load_transfer_data
+
+
+@dataclass(frozen=True)
+class ConvergedConfig:
+    """Rung 3: a scale at which leave-one-out retraining converges on 2 CPU cores."""
+
+    pretrain_size: int = 2000  # MNIST digits 0-3
+    finetune_size: int = 1000  # digits 4-9
+    test_size: int = 500  # x_t: test images of digits 4-9, summed (eq. 8)
+    channels: tuple[int, int] = (4, 8)  # Table A's MNIST network has 32 and 64
+    l2: float = 3e-2  # weight decay of both stages: an isolated, well-conditioned minimum
+    adam_steps: int = 1000  # warm start before L-BFGS
+    tol: float = (
+        1e-9  # gradient norm every optimum is brought to, far below ||grad g|| / m
+    )
+    cg_iters: int = 3000
+    removals: int = 40
+    seed: int = 0
+    device: str = "auto"  # experiments.devices.resolve: "auto" is CUDA where there is one
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def newton_to_tol(
+    objective: StageObjective, hessian: Callable[[], Tensor], tol: float
+) -> float:
+    """Newton iterations to gradient norm ``tol`` from a dense Hessian kept as a chord (refreshed
+    at most twice where a step gains less than half a digit), halving the step until the
+    objective decreases; L-BFGS finishes where they stall. Returns the final gradient norm."""
+    norm = newton_polish(
+        objective, steps=50, tol=tol, hessian=hessian, refreshes=2, keep="value"
+    )
+    return norm if norm <= tol else fit_lbfgs(objective, tol=tol)
+
+
+def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]:
+    """Rung 3: Theorem 1's scores against leave-one-out retraining re-optimized to convergence.
+
+    Training: Adam, then L-BFGS, then Newton steps with the dense Hessian there (852
+    parameters) down to a gradient norm of ``tol``. Each removal sets the example's weight in G to 0
+    (eps = -1/m exactly, the others keep 1/m), re-optimizes pretraining from the optimum by
+    Newton iterations with the Hessian at the optimum, then finetuning on the moved
+    embedding the same way, each to ``tol``, and measures the summed test loss. The
+    prediction is ``-score / m``, with H_G and H_F themselves (CG on H, no damping); the
+    identity ablation is scored on the same removals.
+    """
+    device = resolve(config.device)
+    data = load_transfer_data(
+        TransferConfig(
+            pretrain_size=config.pretrain_size,
+            finetune_size=config.finetune_size,
+            test_size=config.test_size,
+            seed=config.seed,
+        )
+    )
+    pretrain, finetune, test = (
+        (x.double().to(device), y.to(device))
+        for x, y in (data.pretrain, data.finetune, data.test)
+    )
+    torch.manual_seed(config.seed)
+    net = small_mnist(4, 6, config.channels)
+    emb, head, fhead = (
+        m.double().to(device)
+        for m in (net.embedding, net.pretrain_head, net.finetune_head)
+    )
+    pre = StageObjective(
+        [*emb.parameters(), *head.parameters()],
+        lambda x: head(emb(x)),
+        *pretrain,
+        l2=config.l2,
+    )
+    fit_adam(pre, steps=config.adam_steps, batch_size=256, lr=3e-3, seed=config.seed)
+    fit_lbfgs(pre, tol=1e-6, max_iter=2000, restarts=1)
+
+    def at_current() -> MultiStage:  # MultiStage reads the weights when it is made
+        return MultiStage(
+            emb, head, fhead, pretrain_l2=config.l2, finetune_l2=config.l2, case="fixed"
+        )
+
+    hessian_g = at_current().pretrain_hessian(pretrain).to_dense()  # made once: minutes
+    grad_pre = newton_to_tol(pre, lambda: hessian_g, config.tol)
+    eigenvalues = torch.linalg.eigvalsh(hessian_g)
+    if eigenvalues[0] <= 0:
+        raise RuntimeError(
+            f"H_G has eigenvalue {float(eigenvalues[0]):.3g}: not at an isolated minimum"
+        )
+
+    def finetuned() -> tuple[StageObjective, float]:
+        fine = finetune_objective("fixed", emb, fhead, *finetune, l2=config.l2)
+        fit_lbfgs(fine, tol=config.tol)
+        h_f = lambda: at_current().finetune_hessian(finetune).to_dense()  # noqa: E731
+        return fine, newton_to_tol(fine, h_f, config.tol)
+
+    fine, grad_fine = finetuned()
+    model = lambda x: fhead(emb(x))  # noqa: E731
+    original = summed_loss(model, test)
+    ms = at_current()
+    solvers = dict(
+        pretrain_solver=CG(0.0, config.cg_iters, tol=1e-10, squared=False),
+        finetune_solver=CG(0.0, config.cg_iters, tol=1e-10, squared=False),
+    )
+    scores = ms.scores(pretrain, finetune, test, **solvers)
+    solves = [
+        dataclasses.asdict(s)
+        for s in ms.report.pretrain_solves + ms.report.finetune_solves
+    ]
+    identity = ms.scores(
+        pretrain, finetune, test, pretrain_solver=Identity(), finetune_solver=Identity()
+    )
+    m = len(pretrain[1])
+    chosen = spread(scores, config.removals)
+    at_optimum = snapshot(pre.params), snapshot(fine.params)
+    gradient_g = per_example_norms(ms, (pretrain[0][chosen], pretrain[1][chosen]))
+    measured, gradients = [], []
+    for i in progress(chosen, desc="converged leave-one-out"):
+        pre.weights = torch.full((m,), 1 / m, dtype=torch.float64, device=device)
+        pre.weights[i] = 0.0
+        kept, cached = torch.arange(m, device=device) != i, [hessian_g]
+
+        def h_loo() -> Tensor:  # the optimum's Hessian first, then the moved point's
+            if cached:
+                return cached.pop()
+            subset = pretrain[0][kept], pretrain[1][kept]  # noqa: B023
+            return at_current().pretrain_hessian(subset).to_dense()
+
+        g_pre = newton_to_tol(pre, h_loo, config.tol)
+        fine, g_fine = finetuned()
+        measured.append(summed_loss(model, test) - original)
+        gradients.append((g_pre, g_fine))
+        pre.weights = None
+        restore(pre.params, at_optimum[0])
+        restore(fine.params, at_optimum[1])
+    predicted = (-scores[chosen] / m).tolist()
+    identity_predicted = (-identity[chosen] / m).tolist()
+    return {
+        "config": config.as_dict(),
+        "m": m,
+        "n_test": len(test[1]),
+        "parameters": {
+            "pretraining": sum(p.numel() for p in pre.params),
+            "finetuning": sum(p.numel() for p in fine.params),
+        },
+        "gradient_norms": {"pretraining": grad_pre, "finetuning": grad_fine},
+        "hessian_extremes": [float(eigenvalues[0]), float(eigenvalues[-1])],
+        "removed_gradient_norms": gradient_g,  # ||grad g(z)||, beside the tol above
+        "solves": solves,
+        "indices": chosen,
+        "predicted": predicted,
+        "identity_predicted": identity_predicted,
+        "measured": measured,
+        "retrained_gradient_norms": gradients,
+        "agreement": dataclasses.asdict(agreement(predicted, measured)),
+        "identity": dataclasses.asdict(agreement(identity_predicted, measured)),
+    }
