@@ -204,3 +204,43 @@ def stationarity(
         "median ratio": float(np.median(ratio)),
         "share above": float(np.mean(ratio > 1)),
     }
+
+
+def paired_difference(summary: Mapping[str, Any], kind: str) -> dict | None:
+    """Section 4.2: a condition's accuracy difference from `none`, paired by seed, if it was tested.
+
+    None when the condition is missing or has one seed (no paired t-test).
+    """
+    d = summary.get(kind, {}).get("difference")
+    return d if d and "paired_t_p" in d else None
+
+
+def seed_spread(difference: Mapping[str, Any]) -> float:
+    """The sample standard deviation of a paired difference's per-seed values."""
+    return float(np.std(np.array(difference["values"]), ddof=1))
+
+
+def score_factors(r: Result) -> dict[str, dict[str, float]]:
+    """Section 4.3: each task's mean |score| split into size, stretch and alignment.
+
+    mean |score| = ||u|| * (||v2|| / ||u||) * (mean |score| / ||v2||), so the ratio of the
+    tasks' means is the product of the three factors' ratios; the Rayleigh quotient
+    u^T H_G u / u^T u says how curved the directions are that u points along.
+    """
+    out = {}
+    for t in "AB":
+        task = r["tasks"][t]
+        mean = r["comparison"]["mean_abs"]["AB".index(t)]
+        out[t] = {
+            "size": task["u_norm"],
+            "stretch": task["v2_norm"] / task["u_norm"],
+            "alignment": mean / task["v2_norm"],
+            "Rayleigh quotient": task["rayleigh"],
+        }
+    return out
+
+
+def top_share(scores: Any, fraction: float = 0.01) -> float:
+    """The share of the total |score| carried by the largest ``fraction`` of examples (at least one)."""
+    a = np.sort(np.abs(np.asarray(scores, dtype=float)))[::-1]
+    return float(a[: max(1, int(round(fraction * a.size)))].sum() / a.sum())

@@ -1,4 +1,4 @@
-"""Sentences that say what a stored section 4.1 run shows against the paper: the chapter's verdicts.
+"""Sentences that say what a stored run shows against the paper: the experiment chapters' verdicts.
 
 Every number in them is formatted from the results file (through :func:`experiments.diagnostics.facts`),
 never typed, so a new run cannot leave the text behind. The claims the sentences make are asserted
@@ -302,4 +302,14 @@ def passes_sentence(
         f"{configs_by_name[name].batch_size}, "
         f"m = {results[name]['m']:,})"
         for name, p in passes.items()
+    )
+
+
+def magnitude_tests(r: Mapping[str, Any]) -> str:
+    """Section 4.4: the ratio of models C's and D's mean |score| and the tests on the |scores|."""
+    cmp = r["comparison"]
+    return (
+        f"ratio of means C / D {cmp['ratio_of_means']:.2f}; Mann-Whitney p = "
+        f"{cmp['mann_whitney_p']:.2g}, Kolmogorov-Smirnov p = {cmp['ks_p']:.2g}, "
+        f"P(\\|C\\| > \\|D\\|) = {cmp['p_superiority']:.3f}"
     )
