@@ -16,48 +16,48 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .provenance import read_results
 
-TRAINING_FIELDS = (
-    "dataset",
-    "pretrain_classes",
-    "finetune_classes",
-    "case",
-    "alpha",
-    "pretrain_size",
-    "finetune_size",
-    "batch_size",
-    "lr",
-    "pretrain_steps",
-    "finetune_steps",
-    "seed",
-)
+# Which fields shape the trained weights, said once, on the field itself: the weight cache
+# keys on them, and ``pretrained_by`` checks the "pretraining" ones.
+PRETRAINING = {"trains": "pretraining"}  # fields that shape W_bar and U
+FINETUNING = {"trains": "finetuning"}  # fields that shape only finetuning's W* and Theta
 
 
 @dataclass(frozen=True)
 class TransferConfig:
     """One experiment of section 4, with the defaults of Appendix B for MNIST, Case 1."""
 
-    dataset: str = "mnist"  # "mnist" or "cifar10"
-    pretrain_classes: tuple[int, ...] = (0, 1, 2, 3)
-    finetune_classes: tuple[int, ...] = (4, 5, 6, 7, 8, 9)
-    case: str = "fixed"  # "fixed" (Case 1) or "updated" (Case 2)
-    alpha: float = 0.01  # Case 2: the proximity alpha ||W - W_bar||^2 in finetuning and in the scores (eq. 12)
-    pretrain_size: int | None = (
-        None  # pretraining examples; None = every training image of those classes
+    dataset: str = field(default="mnist", metadata=PRETRAINING)  # "mnist" or "cifar10"
+    pretrain_classes: tuple[int, ...] = field(default=(0, 1, 2, 3), metadata=PRETRAINING)
+    finetune_classes: tuple[int, ...] = field(
+        default=(4, 5, 6, 7, 8, 9), metadata=FINETUNING
     )
-    finetune_size: int = 5000  # finetuning examples sampled from the other classes
+    case: str = field(
+        default="fixed", metadata=FINETUNING
+    )  # "fixed" (Case 1) or "updated" (Case 2)
+    # Case 2: the proximity alpha ||W - W_bar||^2 in finetuning and in the scores (eq. 12)
+    alpha: float = field(default=0.01, metadata=FINETUNING)
+    # pretraining examples; None = every training image of those classes
+    pretrain_size: int | None = field(default=None, metadata=PRETRAINING)
+    # finetuning examples sampled from the other classes
+    finetune_size: int = field(default=5000, metadata=FINETUNING)
     test_size: int | None = (
         None  # finetuning test points; None = every test image of those classes
     )
-    batch_size: int = 512  # Adam minibatch, both stages
-    lr: float = 1e-3  # Adam learning rate
-    pretrain_steps: int = 3000  # Adam steps of pretraining, "to convergence"
-    finetune_steps: int = 2000  # Adam steps of finetuning
+    batch_size: int = field(
+        default=512, metadata=PRETRAINING
+    )  # Adam minibatch, both stages
+    lr: float = field(default=1e-3, metadata=PRETRAINING)  # Adam learning rate
+    # Adam steps of pretraining, "to convergence"
+    pretrain_steps: int = field(default=3000, metadata=PRETRAINING)
+    finetune_steps: int = field(
+        default=2000, metadata=FINETUNING
+    )  # Adam steps of finetuning
     retrain_pretrain_steps: int = 100  # validation: continued pretraining after a removal
     retrain_finetune_steps: int = 100  # validation: continued finetuning after it
     pretrain_damping: float = 1e-2  # lambda of eq. 16 for H_G
@@ -68,10 +68,13 @@ class TransferConfig:
     )
     cg_iters: int = 200  # CG iterations of each solve
     removals: int = 60  # pretraining examples validated by retraining
-    seed: int = 0
+    seed: int = field(default=0, metadata=PRETRAINING)
     retrain_seed: int | None = (
         None  # validation: the continued training's batch order; None = seed + 1
     )
+    # Where it runs (experiments.devices.resolve). Not a training field: the weight cache keys
+    # on the resolved device type instead, and a stored result matches whatever device it ran on.
+    device: str = "auto"
 
     @property
     def continuation_seed(self) -> int:
@@ -106,14 +109,21 @@ class TransferConfig:
 
         JSON turns tuples into lists, so ``as_dict() == fields`` is False for every config with
         a class tuple; and a file written before a field was added lacks it. Rebuild the config
-        (missing fields take their defaults) and compare that.
+        (missing fields take their defaults) and compare that. ``device`` is left out: where an
+        experiment ran is its provenance (which names the hardware), not what it is.
         """
         names = {f.name for f in dataclasses.fields(self)}
         if not isinstance(fields, dict) or not set(fields) <= names:
             return False
-        return TransferConfig.from_dict(fields) == self
+        return TransferConfig.from_dict(fields).replace(device=self.device) == self
 
 
+TRAINING_FIELDS = tuple(
+    f.name for f in dataclasses.fields(TransferConfig) if "trains" in f.metadata
+)
+PRETRAINING_FIELDS = tuple(
+    f.name for f in dataclasses.fields(TransferConfig) if f.metadata == PRETRAINING
+)
 MNIST_FIXED = TransferConfig(
     dataset="mnist",
     pretrain_classes=(0, 1, 2, 3),

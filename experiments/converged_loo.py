@@ -27,7 +27,7 @@ from .models import small_mnist
 from .objectives import StageObjective, finetune_objective
 from .removals import per_example_norms, spread, summed_loss
 from .stats import agreement
-from .transfer import load_transfer_data
+from .transfer_data import load_transfer_data
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,14 @@ from typing import Any
 
 import torch
 
-from influence import CG, Identity
-
-from .provenance import provenance
+from influence import CG
 from influence.spectrum import lanczos
+
+from .pipeline import Lab, measured_weights
+from .provenance import provenance
+from .scoring import describe_solvers, solvers_for, transfer_scores
 from .stats import agreement
-from .transfer import measured_weights, subsample, transfer_scores
+from .transfer_data import subsample
 
 # 1e-10 ... 1, sparser at the small end, where a pretraining solve on H^2 runs into its
 # iteration cap whatever the damping (each such row costs 200 HVPs over 1,000 images)
@@ -45,21 +47,26 @@ def damping_sweep(
     stages: Sequence[str] = ("pretrain", "finetune"),
     iters: int = 200,
     lanczos_steps: int = 40,
+    lab: Lab | None = None,
 ) -> dict[str, Any]:
     """Pearson r of the stored removals' predictions against their measured differences, per damping.
 
     For each stage in ``stages`` the damping of that stage's solve runs over ``dampings`` on H^2
     and on H, while the other stage keeps the experiment's own solver. Adds the identity limit
     (every inverse Hessian replaced by I) and the Lanczos estimate of H_G's extreme eigenvalues.
+    Everything runs on the device of ``lab`` (default: the stored config's), the Lanczos
+    vectors on the model's.
     """
-    start, source = time.perf_counter(), provenance()
-    config, data, trained, _ = measured_weights(experiment)
+    start = time.perf_counter()
+    config, data, trained, _ = measured_weights(experiment, lab=lab)
     stored = experiment["validation"]
     indices = torch.tensor(stored["indices"])
     m, n_test = len(data.pretrain[1]), len(data.test[1])
-    candidates = (data.pretrain[0][indices], data.pretrain[1][indices])
+    on_device = indices.to(data.pretrain[1].device)
+    candidates = (data.pretrain[0][on_device], data.pretrain[1][on_device])
     retest = experiment.get("retest")
     ms = trained.multistage(config)
+    source = provenance(ms.device)  # the code and hardware the sweep ran with
     sample = subsample(data.pretrain, config.hessian_examples, config.seed)
     ritz = lanczos(ms.pretrain_hessian(sample), lanczos_steps, dtype=ms.dtype)
     lowest = float(ritz[0])
@@ -77,10 +84,7 @@ def damping_sweep(
         return out
 
     rows = []
-    own = {
-        "pretrain": CG(config.pretrain_damping, config.cg_iters),
-        "finetune": CG(config.finetune_damping, config.cg_iters),
-    }
+    own = solvers_for(config)
     for stage in stages:
         for squared in (True, False):
             for damping in dampings:
@@ -95,8 +99,7 @@ def damping_sweep(
                     )
                     rows.append(row)
                     continue
-                solvers = {f"{s}_solver": own[s] for s in own}
-                solvers[f"{stage}_solver"] = CG(damping, iters, squared=squared)
+                solvers = {**own, f"{stage}_solver": CG(damping, iters, squared=squared)}
                 began = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter(
@@ -112,6 +115,7 @@ def damping_sweep(
                 )[0]
                 row.update(
                     measured_against(scores),
+                    solvers=describe_solvers(solvers),
                     iterations=solve.iterations,
                     relative_residual=solve.relative_residual,
                     converged=solve.converged,
@@ -123,7 +127,7 @@ def damping_sweep(
         data,
         trained,
         candidates=candidates,
-        solvers=dict(pretrain_solver=Identity(), finetune_solver=Identity()),
+        solvers=solvers_for(config, identity=True),
     )
     return {
         "experiment": config.dataset + "-" + config.case,
@@ -132,6 +136,7 @@ def damping_sweep(
             "pretrain": config.pretrain_damping,
             "finetune": config.finetune_damping,
         },
+        "solvers": describe_solvers(own),
         "rows": rows,
         "identity": measured_against(identity),
         "ritz_values": ritz.tolist(),

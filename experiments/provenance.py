@@ -89,14 +89,15 @@ def record_experiment(
     name: str,
     scale: str,
     run: Callable[[], dict[str, Any]],
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Run one experiment of a section and file it in ``done["experiments"][name]``, then write ``path``.
 
     The entry carries its scale, its minutes and the provenance of the code as it was when the
-    run began, so an interrupted section keeps what it finished. Experiments that another run
-    wrote to ``path`` meanwhile are kept too. Returns the entry.
+    run began (on ``device``'s hardware), so an interrupted section keeps what it finished.
+    Experiments that another run wrote to ``path`` meanwhile are kept too. Returns the entry.
     """
-    start, source = time.perf_counter(), provenance()
+    start, source = time.perf_counter(), provenance(device)
     result = run()
     done["experiments"][name] = {
         "scale": scale,
@@ -107,14 +108,19 @@ def record_experiment(
     if Path(path).exists():  # keep what another run of the same section filed meanwhile
         stored = read_results(path)["results"].get("experiments", {})
         done["experiments"].update({k: e for k, e in stored.items() if k != name})
-    write_section(path, done, scale)
+    write_section(path, done, scale, device)
     return done["experiments"][name]
 
 
-def write_section(path: str | Path, done: dict[str, Any], scale: str) -> Path:
+def write_section(
+    path: str | Path,
+    done: dict[str, Any],
+    scale: str,
+    device: torch.device | str = "cpu",
+) -> Path:
     """Write a section's results file, its config being each experiment's config."""
     config = {
         "scale": scale,
         "experiments": {n: e["config"] for n, e in done["experiments"].items()},
     }
-    return write_results(path, config, done)
+    return write_results(path, config, done, device)

@@ -33,19 +33,15 @@ from influence.spectrum import lanczos
 
 from .configs import TransferConfig
 from .devices import resolve
+from .evaluation import mean_loss
 from .fit import accelerate, descend, fit_lbfgs, restore
 from .models import in_chunks
 from .objectives import Proximal, norm
+from .pipeline import measured_weights
 from .removals import evenly_spaced, per_example_norms, summed_loss
 from .stats import agreement
-from .transfer import (
-    TrainedTransfer,
-    TransferData,
-    mean_loss,
-    measured_weights,
-    subsample,
-    train_transfer,
-)
+from .transfer_data import TransferData, subsample
+from .transfer_training import TrainedTransfer, train_transfer
 from .warning_counts import counted_warnings
 
 

@@ -22,19 +22,17 @@ from scipy import stats as scipy_stats
 from torch import Tensor
 
 from .configs import SCALES, SECTION_42_FRACTION, TransferConfig, section42_runs
-from .models import table_a
-from .provenance import provenance, read_results, write_section
-from .sec44 import stored_scores
-from .transfer import (
-    TransferData,
-    _finetune,
-    _pretrain,
-    _rounded,
-    accuracy,
-    load_transfer_data,
-    mean_loss,
-    train_transfer,
-    transfer_scores,
+from .evaluation import accuracy, mean_loss
+from .pipeline import Lab, Run
+from .provenance import provenance
+from .records import scores_record
+from .store import ResultsStore
+from .transfer_data import TransferData
+from .transfer_training import finetune_stage, pretrain_stage, transfer_net
+
+SECTION = "sec42"
+SCORES_FROM = (
+    "sec41"  # section 4.1 scores this very model (its CIFAR-10 "fixed" experiment)
 )
 
 
@@ -63,17 +61,16 @@ def retrain_without(
 ) -> dict[str, float]:
     """Both stages trained from scratch without ``removed``, initialized and batched by ``seed``.
 
-    The protocol of :func:`experiments.transfer.train_transfer` (same steps, batch size and
-    learning rate), on the remaining pretraining examples. Returns the finetuning test accuracy
-    and mean loss.
+    The protocol of :func:`experiments.transfer_training.train_transfer` (same steps, batch
+    size and learning rate), on the remaining pretraining examples, on the config's device.
+    Returns the finetuning test accuracy and mean loss.
     """
     keep = torch.ones(len(data.pretrain[1]), dtype=torch.bool)
     keep[removed] = False
+    keep = keep.to(data.pretrain[1].device)
     torch.manual_seed(seed)
-    net = table_a(
-        config.dataset, len(config.pretrain_classes), len(config.finetune_classes)
-    )
-    _pretrain(
+    net = transfer_net(config)
+    pretrain_stage(
         config,
         net.embedding,
         net.pretrain_head,
@@ -82,7 +79,7 @@ def retrain_without(
         seed=seed,
         desc=f"pretraining, {int((~keep).sum())} removed",
     )
-    _finetune(
+    finetune_stage(
         config,
         net.embedding,
         net.finetune_head,
@@ -138,53 +135,64 @@ def _done_runs(entry: dict[str, Any]) -> set[tuple[str, float, int]]:
     return {(r["kind"], r["fraction"], r["seed"]) for r in entry["runs"]}
 
 
-def reproduce_section42(
-    path: str | Path, scale: str = "cpu", only: Any = None, limit: int | None = None
-) -> dict[str, Any]:
-    """Run section 4.2 at ``scale``, writing ``path`` after every retraining.
+def _scores_entry(run: Run, scale: str) -> dict[str, Any]:
+    """The file's entry before any retraining: the config, sizes and the scores that pick removals.
 
-    The scores are section 4.1's for the same config where its results file holds them (the
-    weights are the cached ones), else computed here. A file that already holds runs of the
-    same config keeps them, and only the missing runs are trained: an interrupted run resumes.
-    The seed-0 run without removal is the trained model itself, which is exactly that run.
-    ``limit`` stops after the first ``limit`` runs of the list.
+    The scores are section 4.1's for the same config where the lab's store holds them (the
+    weights are the cached ones), else computed here.
     """
-    path = Path(path)
-    config = SCALES[scale]["cifar10-fixed"]
-    done = read_results(path)["results"] if path.exists() else {"experiments": {}}
+    config, data = run.config, run.data
+    stored = None
+    if scale != "quick" and run.store is not None:
+        stored = run.store.find(SCORES_FROM, config)
+    entry: dict[str, Any] = {
+        "scale": scale,
+        "config": config.as_dict(),
+        "provenance": provenance(run.device),
+        "m": len(data.pretrain[1]),
+        "n_test": len(data.test[1]),
+    }
+    seconds: dict[str, float] = {}
+    if stored is None:
+        begin = time.perf_counter()
+        scores, report = run.scores()
+        seconds["scores"] = time.perf_counter() - begin
+        record = scores_record(config, scores, report)
+        entry.update(scores=record["scores"], solvers=record["solvers"])
+        entry["scores_from"] = "computed here"
+    else:
+        entry["scores"] = stored["scores"]
+        entry["scores_from"] = f"{SCORES_FROM}.json (the same config)"
+    return {**entry, "seconds": seconds, "runs": [], "minutes": 0.0}
+
+
+def reproduce_section42(
+    lab: Lab | ResultsStore | str | Path,
+    scale: str = "cpu",
+    only: Any = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Run section 4.2 at ``scale``, writing the lab's results after every retraining.
+
+    A file that already holds runs of the same config keeps them, and only the missing runs
+    are trained: an interrupted run resumes. The seed-0 run without removal is the trained
+    model itself, which is exactly that run. ``limit`` stops after the first ``limit`` runs.
+    """
+    lab = Lab.of(lab, SECTION)
+    run = lab.run(SCALES[scale]["cifar10-fixed"])
+    config, store, device = run.config, lab.store, run.device
+    done = store.results(SECTION)
     entry = done["experiments"].get("cifar10-fixed")
     if entry is None or not config.is_stored_as(entry.get("config")):
         entry = None
     start = time.perf_counter()
-    data = load_transfer_data(config)
     # Only scoring and the seed-0 run without removal need the trained model: a resumed run
-    # whose file has both skips training it (minutes on CPU when the cache is cold).
+    # whose file has both does not train it (minutes on CPU when the cache is cold).
     trained = None
     if entry is None or ("none", 0.0, config.seed) not in _done_runs(entry):
-        trained = train_transfer(config, data)
+        trained = run.trained
     if entry is None:
-        stored = stored_scores(config) if scale != "quick" else None
-        seconds: dict[str, float] = {}
-        if stored is None:
-            begin = time.perf_counter()
-            scores, _ = transfer_scores(config, data, trained)
-            seconds["scores"] = time.perf_counter() - begin
-            stored, source = _rounded(scores), "computed here"
-        else:
-            source = "book/results/sec41.json (the same config)"
-        entry = {
-            "scale": scale,
-            "config": config.as_dict(),
-            "provenance": provenance(),
-            "m": len(data.pretrain[1]),
-            "n_test": len(data.test[1]),
-            "scores": stored,
-            "scores_from": source,
-            "seconds": seconds,
-            "runs": [],
-            "minutes": 0.0,
-        }
-        done["experiments"]["cifar10-fixed"] = entry
+        entry = done["experiments"]["cifar10-fixed"] = _scores_entry(run, scale)
     scores = torch.tensor(entry["scores"])
     have = _done_runs(entry)
     for kind, fraction, seed in section42_runs(scale)[:limit]:
@@ -195,13 +203,12 @@ def reproduce_section42(
             assert trained is not None
             net = trained.net
             result = {
-                "accuracy": accuracy(net.embedding, net.finetune_head, data.test),
-                "loss": mean_loss(net.embedding, net.finetune_head, data.test),
+                "accuracy": accuracy(net.embedding, net.finetune_head, run.data.test),
+                "loss": mean_loss(net.embedding, net.finetune_head, run.data.test),
             }
         else:
-            result = retrain_without(
-                config, data, removed_examples(scores, kind, fraction, seed), seed
-            )
+            removed = removed_examples(scores, kind, fraction, seed)
+            result = retrain_without(config, run.data, removed, seed)
         entry["runs"].append(
             {
                 "kind": kind,
@@ -214,5 +221,5 @@ def reproduce_section42(
         entry["summary"] = summarize(entry["runs"], SECTION_42_FRACTION)
         entry["minutes"] += (time.perf_counter() - start) / 60
         start = time.perf_counter()
-        write_section(path, done, scale)
+        store.write_section(SECTION, done, scale, device)
     return done

@@ -10,7 +10,6 @@ pulled W from the pretrained embedding.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,18 @@ import torch
 from torch import nn
 
 from .configs import TransferConfig, section44
-from .provenance import read_results, record_experiment
-from .sec43 import compare_magnitudes
-from .transfer import (
-    TrainedTransfer,
-    _rounded,
-    accuracy,
-    load_transfer_data,
-    train_transfer,
-    transfer_scores,
-)
+from .evaluation import accuracy
+from .pipeline import Lab
+from .records import scores_record
+from .stats import compare_magnitudes
+from .store import ResultsStore
+from .transfer_data import TransferData
+from .transfer_training import TrainedTransfer
 
-RESULTS_41 = Path(__file__).resolve().parent.parent / "book" / "results" / "sec41.json"
+SECTION = "sec44"
+SCORES_FROM = (
+    "sec41"  # C is section 4.1's CIFAR-10 "updated" model: its scores are stored there
+)
 
 
 def distance(a: nn.Module, b: nn.Module) -> float:
@@ -45,18 +44,9 @@ def distance(a: nn.Module, b: nn.Module) -> float:
     )
 
 
-def stored_scores(config: TransferConfig, path: Path = RESULTS_41) -> list[float] | None:
-    """Section 4.1's scores of ``config``'s model, where its results file holds that very config."""
-    if not path.exists():
-        return None
-    experiments = read_results(path)["results"]["experiments"]
-    for experiment in experiments.values():
-        if config.is_stored_as(experiment.get("config")):
-            return experiment["scores"]
-    return None
-
-
-def _model(config: TransferConfig, trained: TrainedTransfer, data: Any) -> dict[str, Any]:
+def _model(
+    config: TransferConfig, data: TransferData, trained: TrainedTransfer
+) -> dict[str, Any]:
     net = trained.net
     return {
         "config": config.as_dict(),
@@ -75,30 +65,41 @@ def _model(config: TransferConfig, trained: TrainedTransfer, data: Any) -> dict[
     }
 
 
-def run_finetune_size(scale: str = "cpu") -> dict[str, Any]:
+def _stored_scores(
+    lab: Lab, config: TransferConfig, scale: str
+) -> tuple[list[float], str] | None:
+    """Section 4.1's scores of ``config``'s model, where the lab's store holds that very config."""
+    if scale == "quick" or lab.store is None:
+        return None
+    experiment = lab.store.find(SCORES_FROM, config)
+    if experiment is None:
+        return None
+    return experiment["scores"], f"{SCORES_FROM}.json (the same config)"
+
+
+def run_finetune_size(scale: str = "cpu", lab: Lab | None = None) -> dict[str, Any]:
     """Section 4.4 at ``scale``: train C and D on one pretraining, score both, compare, as a dict.
 
-    Where section 4.1's results file holds C's scores under the same config (C is its
+    Where the lab's section-4.1 results hold C's scores under the same config (C is its
     CIFAR-10 "updated" model), they are used, not recomputed: its weights are the cached ones.
     """
-    configs = section44(scale)
+    lab = lab or Lab()
+    configs = {name: lab.config(c) for name, c in section44(scale).items()}
     models: dict[str, Any] = {}
     for name, config in configs.items():
         start = time.perf_counter()
-        data = load_transfer_data(config)
-        source = None if name == "C" else configs["C"]
-        trained = train_transfer(config, data, pretrained_by=source)
+        run = lab.run(config, pretrained_by=None if name == "C" else configs["C"])
+        trained = run.trained
         seconds = {"training (or cache)": time.perf_counter() - start}
-        models[name] = _model(config, trained, data)
-        stored = stored_scores(config) if scale != "quick" else None
+        models[name] = _model(run.config, run.data, trained)
+        stored = _stored_scores(lab, config, scale)
         start = time.perf_counter()
         if stored is not None:
-            models[name]["scores"] = stored
-            models[name]["scores_from"] = "book/results/sec41.json (the same config)"
+            models[name]["scores"], models[name]["scores_from"] = stored
         else:
-            scores, report = transfer_scores(config, data, trained)
-            models[name]["scores"] = _rounded(scores)
-            models[name]["solves"] = dataclasses.asdict(report)
+            scores, report = run.scores()
+            record = scores_record(config, scores, report)
+            models[name].update(record)
             seconds["scores"] = time.perf_counter() - start
         models[name]["seconds"] = seconds
     return {
@@ -109,12 +110,17 @@ def run_finetune_size(scale: str = "cpu") -> dict[str, Any]:
 
 
 def reproduce_section44(
-    path: str | Path, scale: str = "cpu", only: Any = None
+    lab: Lab | ResultsStore | str | Path, scale: str = "cpu", only: Any = None
 ) -> dict[str, Any]:
-    """Run section 4.4 at ``scale`` and write it, with provenance, to ``path``."""
-    path = Path(path)
-    done = read_results(path)["results"] if path.exists() else {"experiments": {}}
-    record_experiment(
-        path, done, "cifar10-finetune-size", scale, lambda: run_finetune_size(scale)
+    """Run section 4.4 at ``scale`` and write it, with provenance, to the lab's store."""
+    lab = Lab.of(lab, SECTION)
+    done = lab.store.results(SECTION)
+    lab.store.record(
+        SECTION,
+        done,
+        "cifar10-finetune-size",
+        scale,
+        lambda: run_finetune_size(scale, lab),
+        lab.resolved_device,
     )
     return done

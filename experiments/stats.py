@@ -1,4 +1,5 @@
-"""How well predicted effects track measured ones: Pearson's r, Spearman's rho, and r's interval."""
+"""How well predicted effects track measured ones (Pearson's r, Spearman's rho, and r's
+interval), and how two sets of scores differ in magnitude (:func:`compare_magnitudes`)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,25 @@ def agreement(
     return Agreement(
         float(stats.pearsonr(p, a)[0]), float(stats.spearmanr(p, a)[0]), len(p)
     )
+
+
+def compare_magnitudes(
+    first: Sequence[float] | np.ndarray, second: Sequence[float] | np.ndarray
+) -> dict[str, float | list[float]]:
+    """Mean |score| of each, their ratio, and two-sample tests that the |scores| differ.
+
+    Mann-Whitney U asks whether one distribution of |score| tends to lie above the other;
+    Kolmogorov-Smirnov whether they differ at all. Both are rank tests, so the scale of the
+    scores (m, n_test, the loss normalization) does not enter them.
+    """
+    a = np.abs(np.asarray(first, dtype=float))
+    b = np.abs(np.asarray(second, dtype=float))
+    return {
+        "mean_abs": [float(a.mean()), float(b.mean())],
+        "median_abs": [float(np.median(a)), float(np.median(b))],
+        "ratio_of_means": float(a.mean() / b.mean()),
+        "mann_whitney_p": float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue),
+        "ks_p": float(stats.ks_2samp(a, b).pvalue),
+        # the probability that an |A| score drawn at random exceeds a |B| one
+        "p_superiority": float(stats.mannwhitneyu(a, b).statistic / (len(a) * len(b))),
+    }

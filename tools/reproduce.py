@@ -1,12 +1,14 @@
 """Run a section's experiments at full scale and write its results file for the book.
 
 python tools/reproduce.py sec41                 # CPU scale, all of section 4.1
-python tools/reproduce.py sec41 --scale paper   # exactly Appendix B (a GPU)
+python tools/reproduce.py sec41 --scale paper   # exactly Appendix B (a GPU: --device auto finds it)
 python tools/reproduce.py sec41 --only cifar10-fixed
 python tools/reproduce.py sec41 --retest mnist-fixed --seed 7 --size 30   # measure removals again
-python tools/reproduce.py sec41 --rescore      # score again with the current library, measurements kept
 python tools/reproduce.py sec41 --damping      # the damping sweep of the stored MNIST removals
 python tools/reproduce.py sec41 --ladder       # rungs 3 and 2 of the ladder of ground truths
+
+The results go to ``book/results/<section>.json`` (``--results`` names another folder); trained
+weights are cached under ``$INFLUENCE_CACHE``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import argparse
 from pathlib import Path
 
 from experiments import configs, sec41, sec42, sec43, sec44, sec45
+from experiments.cache import WeightCache
+from experiments.pipeline import Lab
+from experiments.store import ResultsStore
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 SECTIONS = {
@@ -22,13 +27,12 @@ SECTIONS = {
     "sec42": sec42.reproduce_section42,
     "sec43": sec43.reproduce_section43,
     "sec44": sec44.reproduce_section44,
-    "sec45": sec45.reproduce_section45,
 }
 
 
-def main() -> None:
+def _arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("section", choices=sorted(SECTIONS))
+    parser.add_argument("section", choices=sorted([*SECTIONS, "sec45"]))
     parser.add_argument("--scale", default="cpu", choices=sorted(configs.SCALES))
     parser.add_argument(
         "--only",
@@ -36,17 +40,20 @@ def main() -> None:
         help="experiments to (re)run; the others stay as they are in the file",
     )
     parser.add_argument(
-        "--out", type=Path, help="results file (default: book/results/<section>.json)"
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="the folder of results files (default: book/results)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where sections 4.1-4.4 run: auto (a GPU where there is one), cpu, cuda, cuda:N",
     )
     parser.add_argument(
         "--retest",
         metavar="EXPERIMENT",
         help="instead of running, retrain the stored removals of EXPERIMENT with another batch order",
-    )
-    parser.add_argument(
-        "--rescore",
-        action="store_true",
-        help="instead of running, score the stored experiments again (their measurements are kept)",
     )
     parser.add_argument(
         "--damping",
@@ -71,28 +78,34 @@ def main() -> None:
     parser.add_argument(
         "--size", type=int, help="--retest: how many of the removals (default: all)"
     )
+    return parser
+
+
+def main() -> None:
+    parser = _arguments()
     args = parser.parse_args()
-    out = args.out or RESULTS / f"{args.section}.json"
-    if (args.damping or args.ladder is not None) and args.section != "sec41":
-        parser.error("--damping and --ladder apply to sec41")
-    written = out
+    store = ResultsStore(args.results)
+    lab = Lab(store, WeightCache.from_env(), args.device)
+    if (
+        args.damping or args.ladder is not None or args.retest
+    ) and args.section != "sec41":
+        parser.error("--damping, --ladder and --retest apply to sec41")
+    written = store.path(args.section)
     if args.damping:
-        written = RESULTS / "sec41_damping.json"
-        sec41.damping_study(out, written)
+        sec41.damping_study(lab)
+        written = store.path("sec41_damping")
     elif args.ladder is not None:
-        written = RESULTS / "sec41_ladder.json"
-        sec41.ladder_study(out, written, args.ladder or ("converged", "proximal"))
-    elif args.rescore:
-        if args.section != "sec41":
-            parser.error("--rescore applies to sec41")
-        sec41.rescore_section41(out, only=args.only)
+        sec41.ladder_study(lab, args.ladder or ("converged", "proximal"))
+        written = store.path("sec41_ladder")
     elif args.retest:
-        if args.section != "sec41":
-            parser.error("--retest applies to sec41")
-        retest = sec41.retest_section41(out, args.retest, args.seed, args.size)
+        retest = sec41.retest_section41(lab, args.retest, args.seed, args.size)
         print(f"retest of {args.retest}: {retest['agreement']}")
+    elif (
+        args.section == "sec45"
+    ):  # its language model runs apart from the transfer pipeline
+        sec45.reproduce_section45(written, scale=args.scale, only=args.only)
     else:
-        SECTIONS[args.section](out, scale=args.scale, only=args.only)
+        SECTIONS[args.section](lab, scale=args.scale, only=args.only)
     print(f"wrote {written}")
 
 
