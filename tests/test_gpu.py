@@ -1,24 +1,40 @@
-"""The exact and CG checks again on CUDA, where a GPU is present."""
+"""The exact and CG checks again on CUDA, where a GPU is present, and bench/gpu.py's smoke run everywhere."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from test_multistage import _rel, dense_scores
 
 from experiments import toy as toys
 from influence import CG, Exact, MultiStage
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
-]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench_gpu():
+    """bench/gpu.py as a module (bench/ is a folder of scripts, not a package)."""
+    if "bench_gpu" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "bench_gpu", ROOT / "bench" / "gpu.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_gpu"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_gpu"]
 
 
 @pytest.mark.parametrize("case", ["fixed", "updated"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_exact_and_cg_on_cuda(case):
+    from test_multistage import _rel, dense_scores
+
     p = toys.make_problem()
     t = toys.train(p, case)
     expected = dense_scores(p, t, case)
@@ -43,3 +59,69 @@ def test_exact_and_cg_on_cuda(case):
         finetune_solver=CG(iters=500, tol=1e-12),
     )
     assert _rel(cg.cpu(), expected) <= 1e-5
+
+
+def test_bench_gpu_smoke_on_cpu(tmp_path):
+    """bench/gpu.py --smoke --device cpu: its JSON has every field, and float32 matches float64."""
+    gpu = _bench_gpu()
+    out = tmp_path / "gpu.json"
+    gpu.main(["--smoke", "--device", "cpu", "--synthetic", "--out", str(out)])
+    result = json.loads(out.read_text())
+    for key in (
+        "device",
+        "device_name",
+        "torch",
+        "data",
+        "timing",
+        "precision",
+        "paper_seconds",
+    ):
+        assert key in result, key
+    assert result["device"] == "cpu" and result["smoke"] is True
+    assert result["data"]["kind"] == "synthetic"
+    seconds = result["timing"]["seconds"]
+    assert set(seconds) == {"setup", "v1", "u", "v2", "scoring", "total"}
+    assert all(s > 0 for s in seconds.values())
+    assert result["timing"]["forward_seconds"] > 0
+    assert (
+        result["timing"]["scores_call_vs_phased"] < 1e-6
+    )  # one scores() call = the phases
+    iters = result["sizes"]["iters"]
+    assert (
+        result["timing"]["solves"]["pretrain"]["iterations"] == iters
+    )  # tol 1e-30: all run
+    assert result["timing"]["solves"]["finetune"]["iterations"] == iters
+    for key in ("end_to_end", "scoring_only"):
+        check = result["precision"][key]
+        assert check["rel_error"] < 1e-3, (key, check)
+        assert check["pearson_r"] > 0.999, (key, check)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_table_a_scores_on_cuda_match_cpu_float64():
+    """A tiny Table A CIFAR scoring: float32 on CUDA (TF32 off) and float64 on CUDA against float64 on the CPU."""
+    gpu = _bench_gpu()
+    sizes = gpu.SMOKE
+    data = gpu.load_data(sizes, synthetic=True)
+    torch.manual_seed(0)
+    net = gpu.table_a("cifar10", 2, 8)
+    n = (
+        sizes.check_candidates,
+        sizes.check_hessian,
+        sizes.check_finetune,
+        sizes.check_test,
+    )
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    reference, _, _ = gpu.check_scores(
+        net, data, n, sizes.check_iters, cpu, torch.float64, 64
+    )
+    with gpu.tf32(False):
+        s32, _, _ = gpu.check_scores(
+            net, data, n, sizes.check_iters, cuda, torch.float32, 64
+        )
+    s64, _, _ = gpu.check_scores(net, data, n, sizes.check_iters, cuda, torch.float64, 64)
+    assert s32.device.type == "cuda" and s32.dtype == torch.float32
+    assert gpu.rel_error(s64, reference) < 1e-8
+    assert gpu.rel_error(s32, reference) < 1e-3
+    assert gpu.compare(s32, reference)["pearson_r"] > 0.999
