@@ -57,6 +57,10 @@ style: $(INSTALLED)
 	$(PYTHON) -m ruff check $(STYLED)
 	$(PYTHON) -m ruff format --check $(STYLED)
 
+# The CIFAR-10 images bench/gpu.py takes to a GPU machine (carry .gpu-data): one npz under 40 MiB
+gpu-data: $(INSTALLED)
+	$(PYTHON) bench/gpu.py --prepare
+
 format: $(INSTALLED)
 	$(PYTHON) -m ruff format $(STYLED)
 	$(PYTHON) -m ruff check --fix $(STYLED)
