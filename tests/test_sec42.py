@@ -11,6 +11,7 @@ from test_experiment import TINY
 from experiments import configs, sec42
 from experiments.data import DatasetNotFoundError
 from experiments.provenance import read_results
+from experiments.transfer_data import load_transfer_data
 
 
 def test_removed_examples_takes_the_tails_or_a_seeded_draw():
@@ -70,7 +71,7 @@ def tiny_scale(monkeypatch, tmp_path):
     monkeypatch.setitem(configs.SCALES, "tiny", {"cifar10-fixed": TINY})
     monkeypatch.setitem(configs.SECTION_42_SEEDS, "tiny", (0, 1))
     try:
-        sec42.load_transfer_data(TINY)
+        load_transfer_data(TINY)
     except DatasetNotFoundError as error:
         pytest.skip(f"needs MNIST: {error}")
     return "tiny"

@@ -1,52 +1,19 @@
-"""Section 4.3's helpers: the magnitude comparison and the step-by-step Algorithm 1."""
+"""Section 4.3's helpers: the step-by-step Algorithm 1 and the cosine.
+
+The magnitude comparison moved to experiments.stats; its tests are in test_stats.py.
+"""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from scipy import stats as scipy_stats
 from test_experiment import TINY, cache, tiny_data  # noqa: F401 (fixtures)
 
-from experiments import sec43
-from experiments import transfer as experiment
+from experiments import scoring, sec43, transfer_training
 
 torch.set_num_threads(1)
-
-
-def test_compare_magnitudes_matches_numpy_and_scipy():
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_cauchy(300), 0.5 * rng.standard_cauchy(200)
-    c = sec43.compare_magnitudes(a, b)
-    assert c["mean_abs"] == pytest.approx([np.abs(a).mean(), np.abs(b).mean()])
-    assert c["median_abs"] == pytest.approx([np.median(np.abs(a)), np.median(np.abs(b))])
-    assert c["ratio_of_means"] == pytest.approx(np.abs(a).mean() / np.abs(b).mean())
-    assert c["ks_p"] == pytest.approx(scipy_stats.ks_2samp(np.abs(a), np.abs(b)).pvalue)
-    # P(|A| > |B|) counted pair by pair (no ties among continuous draws)
-    pairs = (np.abs(a)[:, None] > np.abs(b)[None, :]).mean()
-    assert c["p_superiority"] == pytest.approx(pairs, abs=1e-12)
-
-
-def test_compare_magnitudes_ignores_signs_and_a_common_scale():
-    rng = np.random.default_rng(1)
-    a, b = rng.normal(size=100), 3 * rng.normal(size=120)
-    c = sec43.compare_magnitudes(a, b)
-    flipped = sec43.compare_magnitudes(-a, b)
-    scaled = sec43.compare_magnitudes(1e4 * a, 1e4 * b)
-    for key in ("ratio_of_means", "mann_whitney_p", "ks_p", "p_superiority"):
-        assert flipped[key] == pytest.approx(c[key], rel=1e-12)
-        assert scaled[key] == pytest.approx(c[key], rel=1e-9)
-    assert scaled["mean_abs"][0] == pytest.approx(1e4 * c["mean_abs"][0])
-
-
-def test_compare_magnitudes_separates_what_differs_and_not_what_does_not():
-    rng = np.random.default_rng(2)
-    same = sec43.compare_magnitudes(rng.normal(size=2000), rng.normal(size=2000))
-    assert same["mann_whitney_p"] > 0.01 and abs(same["p_superiority"] - 0.5) < 0.03
-    apart = sec43.compare_magnitudes(10 + rng.random(50), rng.random(50))
-    assert apart["p_superiority"] == 1.0 and apart["mann_whitney_p"] < 1e-15
 
 
 def test_cosine():
@@ -61,9 +28,9 @@ def test_cosine():
 
 def test_influence_vectors_give_the_scores_of_transfer_scores(tiny_data, cache):  # noqa: F811
     config = TINY.replace(case="fixed", cg_iters=20)
-    trained = experiment.train_transfer(config, tiny_data)
+    trained = transfer_training.train_transfer(config, tiny_data)
     out = sec43.influence_vectors(config, tiny_data, trained)
-    scores, _ = experiment.transfer_scores(config, tiny_data, trained)
+    scores, _ = scoring.transfer_scores(config, tiny_data, trained)
     assert torch.allclose(
         out["scores"], scores, rtol=1e-5, atol=1e-6 * scores.abs().max()
     )

@@ -1,4 +1,8 @@
-"""Section 4.4's helpers: the parameter distance, the stored-score lookup, the two configs."""
+"""Section 4.4's helpers: the parameter distance and the two configs.
+
+The stored-score lookup is now a ResultsStore read (ResultsStore.find); its tests are in
+test_store.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from torch import nn
 
 from experiments import sec44
 from experiments.configs import SECTION_44_CG, section44
-from experiments.provenance import read_results, write_section
 
 torch.set_num_threads(1)
 
@@ -46,37 +49,6 @@ def test_distance_moves_with_a_single_parameter():
     with torch.no_grad():
         b[2].bias[1] += 0.5
     assert math.isclose(sec44.distance(a, b), 0.5, rel_tol=1e-6)
-
-
-def test_stored_scores_is_none_for_a_missing_file(tmp_path):
-    assert sec44.stored_scores(section44("quick")["C"], tmp_path / "absent.json") is None
-
-
-def _results_file(tmp_path):
-    """A small section-4.1-like results file, written as ``record_experiment`` writes it."""
-    c, d = section44("quick").values()
-    done = {
-        "experiments": {
-            "other": {"config": d.as_dict(), "scores": [9.0]},
-            "match": {"config": c.as_dict(), "scores": [1.0, -2.0, 3.0]},
-        }
-    }
-    path = tmp_path / "sec41.json"
-    write_section(path, done, "quick")
-    assert read_results(path)["results"]["experiments"]["match"]["scores"] == [1, -2, 3]
-    return path, c, d
-
-
-def test_stored_scores_is_none_for_a_config_the_file_does_not_hold(tmp_path):
-    path, c, _ = _results_file(tmp_path)
-    assert sec44.stored_scores(c.replace(cg_iters=c.cg_iters + 1), path) is None
-    assert sec44.stored_scores(c.replace(seed=c.seed + 1), path) is None
-
-
-def test_stored_scores_finds_the_experiment_with_the_same_config(tmp_path):
-    path, c, d = _results_file(tmp_path)
-    assert sec44.stored_scores(c, path) == [1.0, -2.0, 3.0]
-    assert sec44.stored_scores(d, path) == [9.0]
 
 
 def test_model_d_triples_model_c_finetuning_and_shares_the_rest():

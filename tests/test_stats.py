@@ -1,0 +1,42 @@
+"""experiments.stats.compare_magnitudes: how two sets of scores differ in magnitude."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from experiments.stats import compare_magnitudes
+
+
+def test_compare_magnitudes_matches_numpy_and_scipy():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_cauchy(300), 0.5 * rng.standard_cauchy(200)
+    c = compare_magnitudes(a, b)
+    assert c["mean_abs"] == pytest.approx([np.abs(a).mean(), np.abs(b).mean()])
+    assert c["median_abs"] == pytest.approx([np.median(np.abs(a)), np.median(np.abs(b))])
+    assert c["ratio_of_means"] == pytest.approx(np.abs(a).mean() / np.abs(b).mean())
+    assert c["ks_p"] == pytest.approx(scipy_stats.ks_2samp(np.abs(a), np.abs(b)).pvalue)
+    # P(|A| > |B|) counted pair by pair (no ties among continuous draws)
+    pairs = (np.abs(a)[:, None] > np.abs(b)[None, :]).mean()
+    assert c["p_superiority"] == pytest.approx(pairs, abs=1e-12)
+
+
+def test_compare_magnitudes_ignores_signs_and_a_common_scale():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=100), 3 * rng.normal(size=120)
+    c = compare_magnitudes(a, b)
+    flipped = compare_magnitudes(-a, b)
+    scaled = compare_magnitudes(1e4 * a, 1e4 * b)
+    for key in ("ratio_of_means", "mann_whitney_p", "ks_p", "p_superiority"):
+        assert flipped[key] == pytest.approx(c[key], rel=1e-12)
+        assert scaled[key] == pytest.approx(c[key], rel=1e-9)
+    assert scaled["mean_abs"][0] == pytest.approx(1e4 * c["mean_abs"][0])
+
+
+def test_compare_magnitudes_separates_what_differs_and_not_what_does_not():
+    rng = np.random.default_rng(2)
+    same = compare_magnitudes(rng.normal(size=2000), rng.normal(size=2000))
+    assert same["mann_whitney_p"] > 0.01 and abs(same["p_superiority"] - 0.5) < 0.03
+    apart = compare_magnitudes(10 + rng.random(50), rng.random(50))
+    assert apart["p_superiority"] == 1.0 and apart["mann_whitney_p"] < 1e-15
