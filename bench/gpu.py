@@ -310,11 +310,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def solvers(iters: int) -> tuple[CG, CG]:
-    """Appendix B's two CG solves, (pretraining, finetuning), running all ``iters`` iterations."""
+def solvers(iters: int, damping: float | None = None) -> tuple[CG, CG]:
+    """Appendix B's two CG solves, (pretraining, finetuning), running all ``iters`` iterations.
+
+    ``damping`` replaces both of Appendix B's dampings (1e-8 and 1e-6) where given.
+    """
     return (
-        CG(damping=CONFIG.pretrain_damping, iters=iters, tol=1e-30),
-        CG(damping=CONFIG.finetune_damping, iters=iters, tol=1e-30),
+        CG(
+            damping=CONFIG.pretrain_damping if damping is None else damping,
+            iters=iters,
+            tol=1e-30,
+        ),
+        CG(
+            damping=CONFIG.finetune_damping if damping is None else damping,
+            iters=iters,
+            tol=1e-30,
+        ),
     )
 
 
@@ -326,14 +337,15 @@ def phased_scores(
     candidates: tuple[Tensor, Tensor],
     iters: int,
     batch: int,
+    damping: float | None = None,
 ) -> tuple[Tensor, dict[str, float], Tensor]:
     """Algorithm 1 by MultiStage's public steps, each timed: scores, seconds per phase, and v2.
 
     The phases are ``setup`` (test gradient, the Hessians' data, Case 1's feature cache),
     ``v1`` (the finetuning solve), ``u`` (the pullback to W), ``v2`` (the pretraining solve)
-    and ``scoring`` (one JVP a batch of candidates).
+    and ``scoring`` (one JVP a batch of candidates). ``damping`` as in :func:`solvers`.
     """
-    pretrain_solver, finetune_solver = solvers(iters)
+    pretrain_solver, finetune_solver = solvers(iters, damping)
     seconds: dict[str, float] = {}
     result: dict[str, Any] = {}
 
@@ -487,11 +499,12 @@ def check_scores(
     device: torch.device,
     dtype: torch.dtype,
     batch: int,
+    damping: float | None = None,
 ) -> tuple[Tensor, Tensor, MultiStage]:
     """The check problem's scores with a copy of ``net`` on ``device`` in ``dtype``, its v2, and its MultiStage.
 
     ``n`` is (candidates, Hessian, finetuning, test) sizes: the first candidates of the
-    pretraining images are scored, the next ones define H_G.
+    pretraining images are scored, the next ones define H_G. ``damping`` as in :func:`solvers`.
     """
     n_c, n_h, n_f, n_t = n
     ms = moved(net, device, dtype).multistage()
@@ -503,6 +516,7 @@ def check_scores(
         on(first(data["pretrain"], n_c), device, dtype),
         iters,
         batch,
+        damping,
     )
     return scores, v2, ms
 
@@ -516,6 +530,11 @@ def precision_check(
     dtype); ``scoring_only`` feeds the float64 v2 to both models, isolating line 5 of
     Algorithm 1. Where ``device`` is a GPU, a smaller slice is also computed in float64 on the
     CPU, and float32 with TF32 allowed is measured beside the strict float32 of the main run.
+    ``end_to_end_few_iters`` repeats the end-to-end comparison with 5 CG iterations a solve: at
+    Appendix B's tiny dampings CG amplifies rounding as it iterates (a 1-thread CPU preview,
+    64 candidates, H_G on 32 images, 50 iterations: end to end 0.25 relative, scoring alone
+    3e-6), so the two show where float32 loses agreement. ``end_to_end_damping_1e-2`` repeats
+    it with both dampings at 1e-2 instead of Appendix B's 1e-8 and 1e-6.
     """
     batch = sizes.batch
     n = (
@@ -540,6 +559,20 @@ def precision_check(
         scoring_only=compare(along, s64),
         reference=f"{device.type} float64",
     )
+    few = min(5, sizes.check_iters)
+    if few < sizes.check_iters:
+        f32, _, _ = check_scores(net, data, n, few, device, torch.float32, batch)
+        f64, _, _ = check_scores(net, data, n, few, device, torch.float64, batch)
+        out["few_iters"] = few
+        out["end_to_end_few_iters"] = compare(f32, f64)
+    # The same solves with both dampings at 1e-2 (Appendix B's MNIST H_G): a better-conditioned system.
+    d32, _, _ = check_scores(
+        net, data, n, sizes.check_iters, device, torch.float32, batch, 1e-2
+    )
+    d64, _, _ = check_scores(
+        net, data, n, sizes.check_iters, device, torch.float64, batch, 1e-2
+    )
+    out["end_to_end_damping_1e-2"] = compare(d32, d64)
     if device.type == "cuda":
         with tf32(True):
             s_tf32, _, _ = check_scores(
@@ -690,7 +723,17 @@ def run(
         )
     )
     precision = precision_check(net, data, sizes, device)
-    for key in ("end_to_end", "scoring_only", "end_to_end_tf32"):
+    print(
+        f"precision check ({precision['seconds']:.1f} s): {precision['sizes']}, {precision['cg_iters']} CG "
+        f"iterations a solve (few_iters: {precision.get('few_iters', '-')}), float32 with TF32 off unless named"
+    )
+    for key in (
+        "end_to_end",
+        "end_to_end_few_iters",
+        "end_to_end_damping_1e-2",
+        "scoring_only",
+        "end_to_end_tf32",
+    ):
         if key in precision:
             c = precision[key]
             print(
