@@ -95,17 +95,22 @@ def finetune_updated(
     p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module
 ) -> None:
     """Minimize F + alpha ||W - W_bar||^2 over (W, Theta) (eq. 12), in place."""
-    _fit(
-        finetune_objective(
-            "updated",
-            emb,
-            head,
-            p.xx,
-            p.xy,
-            pretrained=emb_bar,
-            alpha=p.alpha,
-            l2=p.finetune_l2,
-        )
+    _fit(_updated_objective(p, emb, head, emb_bar))
+
+
+def _updated_objective(
+    p: Problem, emb: nn.Module, head: nn.Module, emb_bar: nn.Module
+) -> StageObjective:
+    """Eq. 12's objective over (W, Theta), W_bar being ``emb_bar``."""
+    return finetune_objective(
+        "updated",
+        emb,
+        head,
+        p.xx,
+        p.xy,
+        pretrained=emb_bar,
+        alpha=p.alpha,
+        l2=p.finetune_l2,
     )
 
 
@@ -178,16 +183,7 @@ def newton_finish(
     Every full step is taken (none is undone): from where L-BFGS stalls they converge
     quadratically, and near a saddle they go to it, which :func:`fit_finetuning` then leaves.
     """
-    objective = finetune_objective(
-        "updated",
-        emb,
-        head,
-        p.xx,
-        p.xy,
-        pretrained=emb_bar,
-        alpha=p.alpha,
-        l2=p.finetune_l2,
-    )
+    objective = _updated_objective(p, emb, head, emb_bar)
 
     def hessian() -> Tensor:
         return _finetune_hessian(p, emb, head, emb_bar, head_u).to_dense()
