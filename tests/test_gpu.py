@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -125,3 +126,69 @@ def test_table_a_scores_on_cuda_match_cpu_float64():
     assert gpu.rel_error(s64, reference) < 1e-8
     assert gpu.rel_error(s32, reference) < 1e-3
     assert gpu.compare(s32, reference)["pearson_r"] > 0.999
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_quick_section_run_end_to_end_on_cuda(tmp_path):
+    """Section 4.1's experiment through the pipeline with ``device="cuda"``: data, training,
+    the weight cache, scoring, retraining and the record all on the GPU. The same weights
+    scored in float64 on the GPU and on the CPU agree to rounding: the device changes where
+    the work runs, not what it computes (float32 against float64 is bench/gpu.py's to measure).
+    """
+    from experiments import sec41
+    from experiments.cache import WeightCache
+    from experiments.configs import TransferConfig
+    from experiments.data import DatasetNotFoundError
+    from experiments.pipeline import Lab
+    from experiments.scoring import transfer_scores
+    from experiments.transfer_data import load_transfer_data
+    from experiments.transfer_training import TrainedTransfer
+
+    config = TransferConfig(
+        dataset="mnist",
+        pretrain_classes=(0, 1),
+        finetune_classes=(2, 3),
+        pretrain_size=240,
+        finetune_size=120,
+        test_size=60,
+        batch_size=32,
+        pretrain_steps=60,
+        finetune_steps=60,
+        retrain_pretrain_steps=5,
+        retrain_finetune_steps=5,
+        hessian_examples=80,
+        cg_iters=5,
+        removals=6,
+        device="cuda",
+    )
+    lab = Lab(cache=WeightCache(tmp_path))
+    try:
+        result = sec41.run_validation(config, identity=True, pairs=1, lab=lab)
+    except DatasetNotFoundError as error:
+        pytest.skip(f"needs MNIST: {error}")
+    run = lab.run(config)
+    assert run.device.type == "cuda" and len(list(tmp_path.glob("*.pt"))) == 1
+    assert next(run.trained.net.embedding.parameters()).is_cuda
+    assert result["solvers"]["pretrain"]["operator"] == "H2"
+    assert len(result["validation"]["predicted"]) == config.removals
+    assert all(math.isfinite(v) for v in result["validation"]["controlled"])
+
+    on_gpu32, _ = run.scores()
+    assert on_gpu32.shape == (config.pretrain_size,) and torch.isfinite(on_gpu32).all()
+
+    def float64_scores(device: str) -> torch.Tensor:
+        net = copy.deepcopy(run.trained.net)
+        modules = {id(m): m for m in vars(net).values() if isinstance(m, torch.nn.Module)}
+        for module in modules.values():
+            module.to(device, torch.float64)
+        data = load_transfer_data(config.replace(device=device))
+        data = type(data)(*((x.double(), y) for x, y in vars(data).values()))
+        scores, _ = transfer_scores(
+            config.replace(device=device), data, TrainedTransfer(net, {}, {}, {})
+        )
+        return scores
+
+    on_gpu, on_cpu = float64_scores("cuda"), float64_scores("cpu")
+    rel = ((on_gpu - on_cpu).norm() / on_cpu.norm()).item()
+    assert rel < 1e-8, f"float64 scores, CUDA vs CPU: relative difference {rel:.2e}"
