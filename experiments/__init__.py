@@ -1,10 +1,23 @@
 """What the book's chapters share, built on the :mod:`influence` library.
 
 The layering is one way: the book uses ``experiments``, which uses ``influence``; nothing in
-``influence`` imports from here. This package holds the data loaders (:mod:`.data`), the
-networks of Table A (:mod:`.models`), training and retraining (:mod:`.train`), the small
-float64 problems of the theory chapters (:mod:`.toy`), the paper's configurations and numbers
-(:mod:`.configs`), the section-4 pipelines (:mod:`.transfer`, :mod:`.sec41`), statistics
-(:mod:`.stats`), figures (:mod:`.plots`) and provenance (:mod:`.provenance`). It needs the
-``experiments`` extra: torchvision, numpy, scipy, matplotlib, seaborn.
+``influence`` imports from here. One module a job, data flowing once through a section:
+
+- where: :mod:`.devices` (``device="auto"``), :mod:`.data` and :mod:`.transfer_data` (the real
+  datasets and the two tasks), :mod:`.text` and :mod:`.lm` (section 4.5's corpus and models);
+- what is trained: :mod:`.models` (Table A), :mod:`.toy` (the theory chapters' float64 problems),
+  :mod:`.configs` (the paper's scales and numbers, once);
+- fit: :mod:`.objectives` (G, F, F + alpha||W - W_bar||^2 and the one proximal objective) and
+  :mod:`.fit` (every optimizer: Adam, L-BFGS, Newton, accelerated descent);
+  :mod:`.transfer_training` trains both stages, :mod:`.cache` keeps the weights;
+- score and validate: :mod:`.scoring`, :mod:`.validation`, :mod:`.evaluation`, :mod:`.removals`,
+  and the ladder's rungs :mod:`.converged_loo` and :mod:`.proximal_response`;
+- record: :mod:`.records` (JSON), :mod:`.store` (a folder of results files, passed in),
+  :mod:`.provenance`; :mod:`.pipeline` holds a config, its cache and its store together;
+- sections: :mod:`.sec41` ... :mod:`.sec45` orchestrate, and import no other section;
+- read: :mod:`.stats`, :mod:`.diagnostics`, :mod:`.verdicts`, :mod:`.tables`,
+  :mod:`.ladder_report`, :mod:`.damping_report`, :mod:`.plots`, :mod:`.result_figures`,
+  :mod:`.diagrams`.
+
+It needs the ``experiments`` extra: torchvision, numpy, scipy, matplotlib, seaborn.
 """

@@ -116,7 +116,7 @@ def small_mnist(
     Table A's MNIST network in miniature: the image averaged down to 14 x 14, then
     CONV ``channels[0]`` 3x3+1, AVG-POOL 2x2+2, CONV ``channels[1]`` 3x3+1 (tanh), and linear
     heads on the ``channels[1] * 4 * 4`` features. Converged leave-one-out retraining
-    (:mod:`experiments.ladder`) needs hundreds of full-batch float64 steps per removal, which
+    (:mod:`experiments.converged_loo`) needs hundreds of full-batch float64 steps per removal, which
     Table A's 56,000 parameters on 28 x 28 images do not allow on 2 CPU cores. Average pooling
     replaces max pooling because max pooling makes the loss only piecewise smooth, and L-BFGS
     stalls at its kinks far above a stationary point; Theorem 1 assumes a twice

@@ -6,11 +6,13 @@ import pytest
 import torch
 from test_experiment import TINY, cache, tiny_data  # noqa: F401
 
-from experiments import transfer as experiment
+from experiments import sec41
 from experiments.converged_loo import ConvergedConfig, converged_loo
 from experiments.data import DatasetNotFoundError
+from experiments.evaluation import mean_loss
 from experiments.proximal_response import ProximalConfig, proximal_response
 from experiments.removals import spread
+from experiments.transfer_training import train_transfer
 
 
 def test_spread_takes_both_extremes_and_distinct_ranks():
@@ -24,7 +26,7 @@ def test_spread_takes_both_extremes_and_distinct_ranks():
 
 
 def test_proximal_response_agrees_with_the_damped_scores(tiny_data, cache):  # noqa: F811
-    stored = experiment.run_validation(TINY.replace(removals=6), pairs=0)
+    stored = sec41.run_validation(TINY.replace(removals=6), pairs=0)
     result = proximal_response(
         stored, ProximalConfig(sample_size=None, removals=4, linearity=1, cg_iters=300)
     )
@@ -49,12 +51,12 @@ def test_case_2_proximal_response_agrees_with_the_damped_scores(tiny_data, cache
     above the float32 floor of the stage-2 gradient.
     """
     config = TINY.replace(pretrain_steps=200, finetune_steps=200)
-    trained = experiment.train_transfer(config, tiny_data)
+    trained = train_transfer(config, tiny_data)
     stored = {  # rung 2 needs the config and the removals, not Appendix B's measurements
         "config": config.as_dict(),
         "validation": {
             "indices": list(range(0, 120, 20)),
-            "original_loss": experiment.mean_loss(
+            "original_loss": mean_loss(
                 trained.net.embedding, trained.net.finetune_head, tiny_data.test
             ),
         },
