@@ -63,7 +63,13 @@ def test_exact_and_cg_on_cuda(case):
 
 
 def test_bench_gpu_smoke_on_cpu(tmp_path):
-    """bench/gpu.py --smoke --device cpu: its JSON has every field, and float32 matches float64."""
+    """bench/gpu.py --smoke --device cpu: its JSON has every field, and at smoke size (2 CG
+    iterations on 8 examples) float32 matches float64 to 1e-3.
+
+    That agreement is a property of the smoke size. At the paper's dampings and CIFAR-10's
+    size the full run on an H200 measured 0.53 end to end (50 iterations, Pearson r 0.85)
+    while scoring alone stayed at 3e-4; bench/gpu-h200.json keeps that run.
+    """
     gpu = _bench_gpu()
     out = tmp_path / "gpu.json"
     gpu.main(["--smoke", "--device", "cpu", "--synthetic", "--out", str(out)])
@@ -133,8 +139,13 @@ def test_table_a_scores_on_cuda_match_cpu_float64():
 def test_a_quick_section_run_end_to_end_on_cuda(tmp_path):
     """Section 4.1's experiment through the pipeline with ``device="cuda"``: data, training,
     the weight cache, scoring, retraining and the record all on the GPU. The same weights
-    scored in float64 on the GPU and on the CPU agree to rounding: the device changes where
-    the work runs, not what it computes (float32 against float64 is bench/gpu.py's to measure).
+    scored in float64 on the GPU and on the CPU agree: the device changes where the work runs,
+    not what it computes (float32 against float64 is bench/gpu.py's to measure).
+
+    Not to rounding, though: on an H200 the two differed by a relative 1.2e-4. These briefly
+    trained weights make the scores sensitive: on the CPU alone, scaling every weight by
+    ``1 + 1e-15 * noise`` moves the float64 scores by a relative 1e-5 to 4e-5, at damping 1e-8
+    as at 1, so the devices' different summation orders land about there.
     """
     from experiments import sec41
     from experiments.cache import WeightCache
@@ -185,10 +196,12 @@ def test_a_quick_section_run_end_to_end_on_cuda(tmp_path):
         data = load_transfer_data(config.replace(device=device))
         data = type(data)(*((x.double(), y) for x, y in vars(data).values()))
         scores, _ = transfer_scores(
-            config.replace(device=device), data, TrainedTransfer(net, {}, {}, {})
+            config.replace(device=device),
+            data,
+            TrainedTransfer(net, {}, {}, {}),
         )
         return scores
 
     on_gpu, on_cpu = float64_scores("cuda"), float64_scores("cpu")
     rel = ((on_gpu - on_cpu).norm() / on_cpu.norm()).item()
-    assert rel < 1e-8, f"float64 scores, CUDA vs CPU: relative difference {rel:.2e}"
+    assert rel < 1e-3, f"float64 scores, CUDA vs CPU: relative difference {rel:.2e}"
