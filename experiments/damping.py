@@ -102,9 +102,9 @@ def damping_sweep(
                 solvers = {**own, f"{stage}_solver": CG(damping, iters, squared=squared)}
                 began = time.perf_counter()
                 with warnings.catch_warnings():
-                    warnings.simplefilter(
-                        "ignore", RuntimeWarning
-                    )  # the report below keeps what they say
+                    # the row keeps what these say; "not positive definite" stays loud
+                    for expected in ("stopped after", "has gradient norm"):
+                        warnings.filterwarnings("ignore", f".*{expected}", RuntimeWarning)
                     scores, report = transfer_scores(
                         config, data, trained, candidates=candidates, solvers=solvers
                     )
@@ -119,6 +119,7 @@ def damping_sweep(
                     iterations=solve.iterations,
                     relative_residual=solve.relative_residual,
                     converged=solve.converged,
+                    positive_definite=solve.positive_definite,
                     seconds=time.perf_counter() - began,
                 )
                 rows.append(row)
