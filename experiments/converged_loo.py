@@ -26,6 +26,7 @@ from .fit import fit_adam, fit_lbfgs, newton_polish, restore, snapshot
 from .models import small_mnist
 from .objectives import StageObjective, finetune_objective
 from .removals import per_example_norms, spread, summed_loss
+from .scoring import describe_solvers
 from .stats import agreement
 from .transfer_data import load_transfer_data
 
@@ -127,8 +128,8 @@ def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]
     original = summed_loss(model, test)
     ms = at_current()
     solvers = dict(
-        pretrain_solver=CG(0.0, config.cg_iters, tol=1e-10, squared=False),
-        finetune_solver=CG(0.0, config.cg_iters, tol=1e-10, squared=False),
+        pretrain_solver=CG(0.0, config.cg_iters, tol=1e-10, operator="H"),
+        finetune_solver=CG(0.0, config.cg_iters, tol=1e-10, operator="H"),
     )
     scores = ms.scores(pretrain, finetune, test, **solvers)
     solves = [
@@ -174,6 +175,7 @@ def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]
         "gradient_norms": {"pretraining": grad_pre, "finetuning": grad_fine},
         "hessian_extremes": [float(eigenvalues[0]), float(eigenvalues[-1])],
         "removed_gradient_norms": gradient_g,  # ||grad g(z)||, beside the tol above
+        "solvers": describe_solvers(solvers),
         "solves": solves,
         "indices": chosen,
         "predicted": predicted,

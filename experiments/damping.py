@@ -3,7 +3,7 @@
 Appendix B gives MNIST's damping as 1e-2 (pretraining) and 1e-8 (finetuning) and leaves three
 readings open, which this sweep covers:
 
-- on ``H^2`` (eq. 16, ``CG(squared=True)``) or on ``H`` (``CG(squared=False)``, sound only where
+- on ``H^2`` (eq. 16, ``CG(operator="H2")``) or on ``H`` (``CG(operator="H")``, sound only where
   ``H + lambda I`` is positive definite, so those rows are skipped below ``-h_min``);
 - on the mean or on the *sum* of the per-example Hessians over the k sampled examples. The sum
   is k times the mean, so summed H with damping lambda gives the mean-H solution with damping
@@ -86,20 +86,23 @@ def damping_sweep(
     rows = []
     own = solvers_for(config)
     for stage in stages:
-        for squared in (True, False):
+        for operator in ("H2", "H"):
             for damping in dampings:
                 row: dict[str, Any] = {
                     "stage": stage,
-                    "on": "H^2" if squared else "H",
+                    "on": "H^2" if operator == "H2" else "H",
                     "damping": damping,
                 }
-                if not squared and stage == "pretrain" and damping <= -lowest:
+                if operator == "H" and stage == "pretrain" and damping <= -lowest:
                     row["skipped"] = (
                         f"H_G + lambda I is not positive definite (h_min about {lowest:.3g})"
                     )
                     rows.append(row)
                     continue
-                solvers = {**own, f"{stage}_solver": CG(damping, iters, squared=squared)}
+                solvers = {
+                    **own,
+                    f"{stage}_solver": CG(damping, iters, operator=operator),
+                }
                 began = time.perf_counter()
                 with warnings.catch_warnings():
                     # the row keeps what these say; "not positive definite" stays loud

@@ -37,8 +37,9 @@ from .evaluation import mean_loss
 from .fit import accelerate, descend, fit_lbfgs, restore
 from .models import in_chunks
 from .objectives import Proximal, norm
-from .pipeline import measured_weights
+from .pipeline import Lab, measured_weights
 from .removals import evenly_spaced, per_example_norms, summed_loss
+from .scoring import describe_solvers
 from .stats import agreement
 from .transfer_data import TransferData, subsample
 from .transfer_training import TrainedTransfer, train_transfer
@@ -90,7 +91,7 @@ class ProximalConfig:
 
 
 def _case_weights(
-    experiment: dict[str, Any], case: str | None
+    experiment: dict[str, Any], case: str | None, lab: Lab | None = None
 ) -> tuple[TransferConfig, TransferData, TrainedTransfer]:
     """The experiment's trained weights, or, for ``case="updated"`` on a Case 1 experiment,
     Case 2 finetuning of its pretrained weights (the pretraining and the removals are shared).
@@ -99,7 +100,8 @@ def _case_weights(
     the experiment's config and removals but not its stored measurements: the weights are not
     checked against them (the result records both test losses).
     """
-    tc, data, trained, _ = measured_weights(experiment, check=False)
+    lab = lab or Lab()
+    tc, data, trained, _ = measured_weights(experiment, check=False, lab=lab)
     if case is None or case == tc.case:
         return tc, data, trained
     if (tc.case, case) != ("fixed", "updated"):
@@ -108,7 +110,8 @@ def _case_weights(
             f"as 'updated'; got {case!r}"
         )
     updated = tc.replace(case="updated")
-    return updated, data, train_transfer(updated, data, pretrained_by=tc)
+    cache = lab.cache if lab.cache is not None else False
+    return updated, data, train_transfer(updated, data, cache=cache, pretrained_by=tc)
 
 
 def _finetune_stage(
@@ -165,14 +168,18 @@ def _finetune_stage(
 
 
 def proximal_response(
-    experiment: dict[str, Any], config: ProximalConfig = ProximalConfig()
+    experiment: dict[str, Any],
+    config: ProximalConfig = ProximalConfig(),
+    lab: Lab | None = None,
 ) -> dict[str, Any]:
     """Rung 2: the damped scores against the two-stage proximal response, by central differences.
 
     G is the mean loss over the Hessian's own sample S (``hessian_examples``, or a smaller
     ``sample_size`` drawn the same way), so the removal and the Hessian that predicts it are
     one consistent pair; eps defaults to a tenth of one copy of z beside S (``0.1/|S|``),
-    divided by ``||grad g(z)||`` where that exceeds 1.
+    divided by ``||grad g(z)||`` where that exceeds 1. The stored experiment's weights come
+    from ``lab``'s cache (default: ``$INFLUENCE_CACHE``), trained on its device where they
+    are not there.
     Stage 1 re-optimizes (W_bar, U) on ``G_S + eps g(z)`` with the proximity term lambda_1
     (:func:`descend`). Stage 2 re-optimizes finetuning on the moved embedding with lambda_2:
     in Case 1, Theta on F over the moved features (L-BFGS); in Case 2, (W, Theta) on
@@ -183,7 +190,7 @@ def proximal_response(
     on a CPU (500 images, one thread), and a Case 2 response at |S| = 250 with 250 finetuning
     images took 2 to 5 minutes on 2 cores. Every loss is summed in float64 either way.
     """
-    tc, data, trained = _case_weights(experiment, config.case)
+    tc, data, trained = _case_weights(experiment, config.case, lab)
     net = copy.deepcopy(trained.net)
     device = resolve(config.device)
     dtype = torch.float64 if config.float64 else next(net.embedding.parameters()).dtype
@@ -220,8 +227,8 @@ def proximal_response(
     chosen = [stored[j] for j in evenly_spaced(len(stored), k)]
     candidates = placed(data.pretrain[0][chosen], data.pretrain[1][chosen])
     solvers = dict(
-        pretrain_solver=CG(damping, config.cg_iters, tol=1e-10, squared=False),
-        finetune_solver=CG(finetune_damping, config.cg_iters, tol=1e-10, squared=False),
+        pretrain_solver=CG(damping, config.cg_iters, tol=1e-10, operator="H"),
+        finetune_solver=CG(finetune_damping, config.cg_iters, tol=1e-10, operator="H"),
     )
     with counted_warnings() as warned:  # Adam's optimum is not stationary
         scores = ms.scores(sample, finetune, test, candidates, **solvers)
@@ -294,6 +301,7 @@ def proximal_response(
         "finetune_sample_size": len(finetune[1]),
         "hessian_extremes": [float(ritz[0]), float(ritz[-1])],
         "finetune_hessian_extremes": [float(ritz_f[0]), float(ritz_f[-1])],
+        "solvers": describe_solvers(solvers),
         "solves": solves,
         "gradient_norms": {  # at the trained weights: ||grad G_S||, ||grad F|| (Case 2: of eq. 12)
             "pretraining": norm(stage1.slope),

@@ -32,27 +32,12 @@ def solvers_for(config: TransferConfig, *, identity: bool = False) -> dict[str, 
     )
 
 
-def describe_solver(solver: Solver) -> dict[str, object]:
-    """``{"solver", "damping", "operator"}`` of one stage's solver, as a results file records it.
-
-    ``operator`` names what the damping is added to: ``"H2"`` (eq. 16), ``"H"``, or ``"I"``
-    (no Hessian, :class:`~influence.Identity`).
-    """
-    fallback = "I" if isinstance(solver, Identity) else None
-    if fallback is None:
-        fallback = "H2" if getattr(solver, "squared", False) else "H"
-    return {
-        "solver": repr(solver),
-        "damping": getattr(solver, "damping", None),
-        "operator": getattr(solver, "operator", fallback),
-    }
-
-
 def describe_solvers(solvers: dict[str, Solver]) -> dict[str, dict[str, object]]:
-    """``{"pretrain": ..., "finetune": ...}``: :func:`describe_solver` of each stage."""
+    """``{"pretrain": ..., "finetune": ...}``: each stage's solver, its damping and the operator
+    the damping is added to (``"H2"``, eq. 16; ``"H"``; or ``"I"`` for no Hessian), as a
+    results file records them (:meth:`influence.solvers.Solver.describe`)."""
     return {
-        stage: describe_solver(solvers[f"{stage}_solver"])
-        for stage in ("pretrain", "finetune")
+        stage: solvers[f"{stage}_solver"].describe() for stage in ("pretrain", "finetune")
     }
 
 

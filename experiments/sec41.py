@@ -296,12 +296,15 @@ def ladder_study(
             f"rungs: unknown {unknown}; expected some of {['converged', *PROXIMAL_RUNS]}"
         )
 
+    on_device = {} if lab.device is None else {"device": lab.device}
+
     def run(name: str) -> dict[str, Any]:
         if name == "converged":
-            return converged_loo(converged)
+            return converged_loo(dataclasses.replace(converged, **on_device))
         experiment, changes = PROXIMAL_RUNS[name]
         stored = lab.store.read(SECTION)["results"]["experiments"][experiment]
-        return proximal_response(stored, dataclasses.replace(proximal, **changes))
+        config = dataclasses.replace(proximal, **changes, **on_device)
+        return proximal_response(stored, config, lab)
 
     for name in rungs:
         lab.store.record(out, done, name, "cpu", lambda: run(name), lab.resolved_device)
