@@ -5,7 +5,7 @@
 #   make bench         the benchmarks of bench/ (ratios, not seconds)
 #   make assignments   solution-free chapters for a class, in _build/assignments/
 #   make style         ruff: lint and format check (pyproject.toml [tool.ruff]); make format fixes
-#   make reproduce     a section's full-scale experiments (SECTION=sec41 SCALE=cpu|paper), into book/results/
+#   make reproduce     a section's full-scale experiments (SECTION=sec41 SCALE=cpu|paper DEVICE=auto|cpu|cuda), into book/results/
 SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
@@ -45,11 +45,12 @@ bench: $(INSTALLED)
 assignments: $(INSTALLED)
 	$(PYTHON) tools/make_assignments.py
 
-# A section's full-scale run, written to book/results/: make reproduce SECTION=sec41 [SCALE=paper]
+# A section's full-scale run, written to book/results/: make reproduce SECTION=sec41 [SCALE=paper] [DEVICE=cuda]
 SECTION ?= sec41
 SCALE ?= cpu
+DEVICE ?= auto
 reproduce: $(INSTALLED)
-	$(PYTHON) -m tools.reproduce $(SECTION) --scale $(SCALE)
+	$(PYTHON) -m tools.reproduce $(SECTION) --scale $(SCALE) --device $(DEVICE)
 
 STYLED := influence experiments tests tools bench book
 
