@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,11 @@ class TrainedTransfer:
         return self.net.multistage(case=config.case, alpha=config.alpha)
 
 
+def _adam(config: TransferConfig) -> dict[str, Any]:
+    """Appendix B's Adam settings of ``config``: its batch size and learning rate."""
+    return {"batch_size": config.batch_size, "lr": config.lr}
+
+
 def pretrain_stage(
     config: TransferConfig,
     embedding: nn.Module,
@@ -59,13 +65,7 @@ def pretrain_stage(
         weights=weights,
     )
     return fit_adam(
-        objective,
-        steps=steps,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        seed=seed,
-        state=state,
-        desc=desc,
+        objective, steps=steps, seed=seed, state=state, desc=desc, **_adam(config)
     )
 
 
@@ -86,13 +86,7 @@ def finetune_stage(
         config.case, embedding, head, *data, pretrained=pretrained, alpha=config.alpha
     )
     return fit_adam(
-        objective,
-        steps=steps,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        seed=seed,
-        state=state,
-        desc=desc,
+        objective, steps=steps, seed=seed, state=state, desc=desc, **_adam(config)
     )
 
 
