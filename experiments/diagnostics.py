@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments import configs
 from experiments.configs import TransferConfig
+from experiments.paper_numbers import FIGURE, PAPER_R
 from experiments.stats import Agreement, agreement
 from experiments.validation import removal_draws
 
@@ -105,8 +105,8 @@ def facts(name: str, e: Result) -> dict[str, Any]:
     big = lever(e)
     f = {
         "name": name,
-        "figure": configs.FIGURE[name],
-        "paper": configs.PAPER_R[name],
+        "figure": FIGURE[name],
+        "paper": PAPER_R[name],
         "r": fit["pearson_r"],
         "rho": fit["spearman_rho"],
         "n": fit["n"],

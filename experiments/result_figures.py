@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 
-from experiments import configs
 from experiments.configs import TransferConfig
 from experiments.data import CIFAR10_CLASSES
+from experiments.paper_numbers import FIGURE, PAPER_R
 from experiments.plots import (
     influential_pairs,
     predicted_vs_actual,
@@ -37,16 +37,14 @@ def validation(
     """One section 4.1 experiment: raw and controlled differences against the prediction."""
     v = r["validation"]
     fit = r["agreement"]["controlled"]
-    title = f"{configs.FIGURE[name]}, {LABEL[name]} ({scale} scale): n = {fit['n']}"
+    title = f"{FIGURE[name]}, {LABEL[name]} ({scale} scale): n = {fit['n']}"
     if against_paper:
-        title += (
-            f", r = {fit['pearson_r']:.2f} vs the paper's {configs.PAPER_R[name]:.2f}"
-        )
+        title += f", r = {fit['pearson_r']:.2f} vs the paper's {PAPER_R[name]:.2f}"
     fig, _ = validation_figure(
         v["predicted"],
         {"raw": v["raw"], "controlled": v["controlled"]},
         title=title,
-        paper_r=configs.PAPER_R[name] if against_paper else None,
+        paper_r=PAPER_R[name] if against_paper else None,
     )
     return fig
 
@@ -56,11 +54,11 @@ def ablation(r: Result, scale: str) -> plt.Figure:
     v, identity = r["validation"], r["identity"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     panels = [
-        ("inverse Hessians (eq. 11)", v["predicted"], configs.PAPER_R["mnist-fixed"]),
+        ("inverse Hessians (eq. 11)", v["predicted"], PAPER_R["mnist-fixed"]),
         (
             "identity instead (Fig. 3)",
             identity["predicted"],
-            configs.PAPER_R["mnist-identity"],
+            PAPER_R["mnist-identity"],
         ),
     ]
     for ax, (label, predicted, paper) in zip(axes, panels):

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from experiments import configs
 from experiments.configs import TransferConfig
 from experiments.data import CIFAR10_CLASSES
 from experiments.diagnostics import differences, drawn_removals, interval, sizes
+from experiments.paper_numbers import FIGURE, PAPER_R
 
 Result = Mapping[str, Any]
 
@@ -165,7 +165,7 @@ def beside_paper(results: Mapping[str, Result]) -> str:
     for name, r in results.items():
         fit = r["agreement"]["controlled"]
         rows.append(
-            f"| {configs.FIGURE[name]} {LABEL[name]} | {configs.PAPER_R[name]:.2f} | "
+            f"| {FIGURE[name]} {LABEL[name]} | {PAPER_R[name]:.2f} | "
             f"{fit['pearson_r']:.2f} | "
             f"{_interval_words(fit)} | {fit['spearman_rho']:.2f} | {fit['n']} | "
             f"{r['scale']} |"
@@ -174,7 +174,7 @@ def beside_paper(results: Mapping[str, Result]) -> str:
             fit = r["identity"]["agreement"]["controlled"]
             rows.append(
                 f"| Fig. 3 {LABEL[name]}, identity | "
-                f"{configs.PAPER_R['mnist-identity']:.2f} "
+                f"{PAPER_R['mnist-identity']:.2f} "
                 f"| {fit['pearson_r']:.2f} | {_interval_words(fit)} | "
                 f"{fit['spearman_rho']:.2f} | {fit['n']} | {r['scale']} |"
             )
@@ -187,7 +187,7 @@ def paper_value(value: float, fmt: str) -> str:
 
 
 def paper_numbers(numbers: Iterable[Any], results_dir: Any) -> str:
-    """Every paper number beside ours (``configs.PAPER_NUMBERS``), read from ``results_dir``."""
+    """Every paper number beside ours (``paper_numbers.PAPER_NUMBERS``), read from ``results_dir``."""
     rows = ["| where | what | paper | ours | scale |", "|---|---|---|---|---|"]
     for number in numbers:
         ours = number.ours(results_dir)

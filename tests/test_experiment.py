@@ -333,18 +333,6 @@ def test_finetuning_on_another_configs_pretraining_equals_training_from_scratch(
         )
 
 
-def test_paper_numbers_follow_keys_and_list_positions(tmp_path):
-    from experiments.provenance import write_results
-
-    experiments = {"e": {"scale": "cpu", "a": {"b": [0.5, 0.25]}}}
-    write_results(tmp_path / "f.json", {}, {"experiments": experiments})
-    number = configs.PaperNumber("Fig. 9", "x", 0.1, "f", "e", ("a", "b", 1))
-    assert number.ours(tmp_path) == (0.25, "cpu")
-    for path in (("a", "b", 2), ("a", "c"), ("a", "b", "x")):
-        assert configs.PaperNumber("F", "x", 0.1, "f", "e", path).ours(tmp_path) is None
-    assert configs.PaperNumber("F", "x", 0.1, "g", "e", ("a",)).ours(tmp_path) is None
-
-
 def test_section_configs_change_only_what_the_paper_varies():
     for scale in configs.SCALES:
         a, b = configs.section43(scale).values()

@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import configs, damping_report, diagnostics, ladder_report, tables
+from experiments import (
+    configs,
+    damping_report,
+    diagnostics,
+    ladder_report,
+    paper_numbers,
+    tables,
+)
 from experiments.stats import Agreement
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
@@ -52,10 +59,10 @@ def test_beside_paper_gives_each_experiment_its_stored_r_and_interval():
     named = {row[0]: row for row in rows}
     for name, e in experiments.items():
         fit = e["agreement"]["controlled"]
-        row = named[f"{configs.FIGURE[name]} {tables.LABEL[name]}"]
+        row = named[f"{paper_numbers.FIGURE[name]} {tables.LABEL[name]}"]
         low, high = Agreement(**fit).interval()
         assert row[1:5] == [
-            f"{configs.PAPER_R[name]:.2f}",
+            f"{paper_numbers.PAPER_R[name]:.2f}",
             f"{fit['pearson_r']:.2f}",
             f"[{low:.2f}, {high:.2f}]",
             f"{fit['spearman_rho']:.2f}",

@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import configs, damping_report, diagnostics, ladder_report, verdicts
+from experiments import (
+    configs,
+    damping_report,
+    diagnostics,
+    ladder_report,
+    paper_numbers,
+    verdicts,
+)
 from experiments.stats import Agreement
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
@@ -132,11 +139,11 @@ def test_the_gap_paragraphs_state_the_stored_numbers():
         assert (f["low"], f["high"]) == (low, high)
     mnist = verdicts.mnist_gap(facts["mnist-fixed"])
     f = facts["mnist-fixed"]
-    assert mnist.startswith(f"**{configs.FIGURE['mnist-fixed']}, MNIST")
+    assert mnist.startswith(f"**{paper_numbers.FIGURE['mnist-fixed']}, MNIST")
     assert (
         f"Our r is {f['r']:.2f} (95% interval {f['low']:.2f} to {f['high']:.2f}" in mnist
     )
-    assert f"against the paper's {configs.PAPER_R['mnist-fixed']:.2f}" in mnist
+    assert f"against the paper's {paper_numbers.PAPER_R['mnist-fixed']:.2f}" in mnist
     assert verdicts.verdict(f["fit"], f["paper"]) in mnist
     cifar = verdicts.cifar_fixed_gap(
         facts["cifar10-fixed"], configs.PAPER["cifar10-fixed"]
@@ -154,7 +161,7 @@ def test_the_gap_paragraphs_state_the_stored_numbers():
         retest = verdicts.mnist_retest(f)
         assert f"test-retest r of {f['retest r']:.2f}" in retest
         assert f"an r of about {np.sqrt(max(f['retest r'], 0)):.1f}" in retest
-    identity = verdicts.identity_gap(f, configs.PAPER_R["mnist-identity"])
+    identity = verdicts.identity_gap(f, paper_numbers.PAPER_R["mnist-identity"])
     assert f"r = {f['identity r']:.2f} against the paper's" in identity
     assert ("tracks the short continued training better" in identity) == (
         f["identity r"] > f["r"]
