@@ -6,7 +6,8 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
 - where: :mod:`.devices` (``device="auto"``), :mod:`.data` and :mod:`.transfer_data` (the real
   datasets and the two tasks), :mod:`.text` and :mod:`.lm` (section 4.5's corpus and models);
 - what is trained: :mod:`.models` (Table A), :mod:`.toy` (the theory chapters' float64 problems),
-  :mod:`.configs` (the paper's scales and numbers, once);
+  :mod:`.configs` (the paper's scales, once), :mod:`.paper_numbers` (what the paper reports,
+  typed once);
 - fit: :mod:`.objectives` (G, F, F + alpha||W - W_bar||^2 and the one proximal objective) and
   :mod:`.fit` (every optimizer: Adam, L-BFGS, Newton, accelerated descent);
   :mod:`.transfer_training` trains both stages, :mod:`.cache` keeps the weights;
