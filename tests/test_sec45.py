@@ -243,5 +243,12 @@ def test_section45_end_to_end_writes_results_with_provenance(tmp_path, monkeypat
     assert e["scale"] == "quick" and e["config"] == dataclasses.asdict(TINY)
     assert len(e["table"]["rows"]) == 2 and e["timing"]["sentences"] == 200
     assert len(e["check"]["predicted"]) == 4 and e["perplexity"]["held_out"] > 1
+    # each stage's solver, damping and operator; lambda_1 is the one the scores used
+    assert e["solvers"]["pretrain"]["damping"] == e["influence"]["damping"]
+    assert e["solvers"]["finetune"] == {
+        "solver": repr(CG(TINY.finetune_damping, TINY.finetune_cg_iters, squared=False)),
+        "damping": TINY.finetune_damping,
+        "operator": "H",
+    }
     with pytest.raises(ValueError, match="not reproduced here"):
         sec45.reproduce_section45(path, scale="paper")
