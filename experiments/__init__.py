@@ -4,7 +4,8 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
 ``influence`` imports from here. One module a job, data flowing once through a section:
 
 - where: :mod:`.devices` (``device="auto"``), :mod:`.data` and :mod:`.transfer_data` (the real
-  datasets and the two tasks), :mod:`.text` and :mod:`.lm` (section 4.5's corpus and models);
+  datasets and the two tasks), :mod:`.text` and :mod:`.lm` (section 4.5's corpus and models),
+  :mod:`.nlp_task` (its two tasks);
 - what is trained: :mod:`.models` (Table A), :mod:`.toy` (the theory chapters' float64 problems),
   :mod:`.configs` (the paper's scales, once), :mod:`.paper_numbers` (what the paper reports,
   typed once);
@@ -12,7 +13,8 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
   :mod:`.fit` (every optimizer: Adam, L-BFGS, Newton, accelerated descent);
   :mod:`.transfer_training` trains both stages, :mod:`.cache` keeps the weights;
 - score and validate: :mod:`.scoring`, :mod:`.validation`, :mod:`.evaluation`, :mod:`.removals`,
-  and the ladder's rungs :mod:`.converged_loo` and :mod:`.proximal_response`;
+  the ladder's rungs :mod:`.converged_loo` and :mod:`.proximal_response`, and section 4.5's
+  :mod:`.nlp_training`, :mod:`.nlp_scoring`, :mod:`.nlp_check` and :mod:`.nlp_table`;
 - record: :mod:`.records` (JSON), :mod:`.store` (a folder of results files, passed in),
   :mod:`.provenance`; :mod:`.pipeline` holds a config, its cache and its store together;
 - sections: :mod:`.sec41` ... :mod:`.sec45` orchestrate, and import no other section;
