@@ -54,6 +54,7 @@ from .solvers import CG, SolveInfo, Solver
 #: This is the one place these defaults are set. A bare ``CG()`` has damping 0: a solver made
 #: by hand states its own regularizer.
 DEFAULT_PRETRAIN_SOLVER = CG(damping=1e-2, iters=200, operator="H2")
+#: The default for the finetuning Hessian, eq. 16 with damping 1e-8 (Appendix B, MNIST).
 DEFAULT_FINETUNE_SOLVER = CG(damping=1e-8, iters=200, operator="H2")
 
 
@@ -371,7 +372,7 @@ class MultiStage:
         ``batch_size`` bounds the examples held at once when tensors are passed.
         The solvers default to :data:`DEFAULT_PRETRAIN_SOLVER` for H_G and
         :data:`DEFAULT_FINETUNE_SOLVER` for the finetuning Hessian (eq. 16, Appendix B's MNIST
-        dampings 1e-2 and 1e-8); :attr:`report` records which were used.
+        dampings 1e-2 and 1e-8); ``report`` records which were used.
         """
         pretrain_solver = (
             DEFAULT_PRETRAIN_SOLVER if pretrain_solver is None else pretrain_solver

@@ -275,7 +275,7 @@ class CG(Solver):
 
     ``operator="H"`` (``squared=False``) solves ``(H + damping I) x = b`` at one product per
     iteration; it is only sound when ``H + damping I`` is positive definite, and warns (and
-    records it in :attr:`SolveInfo.positive_definite`) when a search direction shows it is not.
+    records it in ``SolveInfo.positive_definite``) when a search direction shows it is not.
 
     A block ``b`` of shape ``[k, p]`` is solved as k independent systems that share each
     batched Hessian-vector product. The solve stops when every column's relative residual is

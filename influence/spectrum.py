@@ -27,7 +27,7 @@ def lanczos(
 
     The Lanczos vectors are handed to ``operator.matvec`` in ``dtype`` on ``device``; both default
     to the operator's own (``operator.dtype`` / ``operator.device`` where it has them, as
-    :class:`~influence.autodiff.DataHessian` and :class:`~influence.solvers.Matrix` do), else
+    :class:`~influence.autodiff.DataHessian` and ``influence.solvers.Matrix`` do), else
     float64 on the CPU. The recurrence itself is kept in float64 on the CPU: it is ``steps``
     vectors, and its orthogonality is what makes the Ritz values trustworthy.
 
