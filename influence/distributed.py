@@ -141,7 +141,7 @@ class Group:
                 if self.rank == 0
                 else None
             )
-            dist.gather(parts, padded, dst=self._global(0), group=self.process_group)
+            dist.gather(padded, parts, dst=self._global(0), group=self.process_group)
             if self.rank != 0:
                 return None
         blocks = [p[: len(shard(n, r, self.world))] for r, p in enumerate(parts)]
