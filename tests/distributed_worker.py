@@ -51,12 +51,28 @@ def main() -> None:
     parser.add_argument("--fail-at", type=int, default=-1)
     parser.add_argument("--kill-at", type=int, default=-1)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--backend", default="gloo")
+    parser.add_argument(
+        "--cuda", action="store_true", help="the modules on this rank's GPU"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    if args.cuda:  # NCCL needs one GPU a rank; gloo may share one
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    dist.init_process_group(args.backend)
     rank = dist.get_rank()
     saved = torch.load(args.problem, weights_only=False)
     p, t, case = saved["problem"], saved["net"], saved["case"]
+    if args.cuda:  # the data stays on the CPU: batches are moved as they are used
+        for name in (
+            "embedding",
+            "pretrain_head",
+            "finetune_head",
+            "pretrained_embedding",
+        ):
+            setattr(t, name, getattr(t, name).cuda())
+        if case == "fixed":
+            t.pretrained_embedding = t.embedding
     kw = dict(pretrained_embedding=t.pretrained_embedding, alpha=p.alpha)
     ms = MultiStage(
         t.embedding,
@@ -92,6 +108,7 @@ def main() -> None:
         "scored_rows": ms.report.scored_rows,
         "communication_bytes": ms.report.communication_bytes,
     }
+    scores = None if scores is None else scores.cpu()
     torch.save({"scores": scores, "report": report}, out / f"rank{rank}.pt")
     dist.destroy_process_group()
 
