@@ -134,6 +134,7 @@ class Examples:
                 collate_fn=loader.collate_fn,
                 num_workers=loader.num_workers,
                 pin_memory=loader.pin_memory,
+                drop_last=loader.drop_last,
             )
         else:
             view.filtered = True

@@ -71,11 +71,11 @@ class Report:
     )  # ||dF/dTheta|| (Case 1) or ||d(F + alpha..)/d(W, Theta)|| (Case 2)
     pretrain_solver: dict[str, object] = field(default_factory=dict)
     finetune_solver: dict[str, object] = field(default_factory=dict)
-    scored_rows: int = (
-        0  # candidates this process scored (a resumed run skips written rows)
-    )
+    # candidates this process scored, once per block of test points; a resumed run skips
+    # the rows already written
+    scored_rows: int = 0
     communication_bytes: int = (
-        0  # payload this rank sent to collectives (0 in one process)
+        0  # payload this rank sent to collectives; 0 in one process
     )
 
     def stages(self) -> dict[str, dict[str, object]]:
@@ -484,7 +484,8 @@ class MultiStage:
             finetune_solver=finetune_solver.describe(),
         )
         if file is not None and bool(file.written.all()):
-            return file.scores()  # a finished run: nothing to solve or score
+            finished = file.scores()  # a finished run: nothing to solve or score
+            return finished if gather == "all" or rank == 0 else None
         h_f = self.finetune_hessian(finetune)
         h_g = self.pretrain_hessian(pretrain)
         self._check_stationary(h_g, h_f)

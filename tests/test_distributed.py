@@ -200,3 +200,34 @@ def test_killed_and_resumed_run_gives_the_same_file(problems, tmp_path):
     assert clean.read_bytes() == resumed.read_bytes()
     expected = single_process(problems["fixed"])
     assert relative(torch.from_numpy(np.load(resumed)["score"].copy()), expected) <= 1e-6
+
+
+@pytest.mark.parametrize("kind", ["tensors", "sequential loader", "batch sampler"])
+def test_a_block_of_examples_holds_exactly_its_rows(kind):
+    """Examples.rows: sliced tensors, a rebuilt sequential loader, or a loader read through."""
+    from torch.utils.data import (
+        BatchSampler,
+        DataLoader,
+        SequentialSampler,
+        TensorDataset,
+    )
+
+    from influence.examples import Examples
+
+    x = torch.arange(23, dtype=torch.float64)[:, None]
+    y = torch.arange(23)
+    data = {
+        "tensors": (x, y),
+        "sequential loader": DataLoader(TensorDataset(x, y), batch_size=4),
+        "batch sampler": DataLoader(
+            TensorDataset(x, y),
+            batch_sampler=BatchSampler(SequentialSampler(range(23)), 5, False),
+        ),
+    }[kind]
+    examples = Examples(
+        data, "candidates", device=torch.device("cpu"), dtype=torch.float64, batch_size=4
+    )
+    for block in (range(0, 8), range(7, 16), range(16, 23), range(23, 23)):
+        view = examples.rows(block)
+        got = [int(v) for _, yb in view for v in yb]
+        assert got == list(block) and len(view) == len(block)
