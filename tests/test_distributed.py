@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from distributed_worker import solvers
 
 from experiments import toy as toys
 from influence import MultiStage
@@ -64,6 +65,7 @@ def single_process(problem: Path, n: int | None = None, **kw) -> torch.Tensor:
         (p.xx, p.xy),
         (p.tx, p.ty),
         (p.zx[:n], p.zy[:n]),
+        **solvers(),
         batch_size=16,
         **kw,
     )
