@@ -12,8 +12,9 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
 - fit: :mod:`.objectives` (G, F, F + alpha||W - W_bar||^2 and the one proximal objective) and
   :mod:`.fit` (every optimizer: Adam, L-BFGS, Newton, accelerated descent);
   :mod:`.transfer_training` trains both stages, :mod:`.cache` keeps the weights;
-- score and validate: :mod:`.scoring`, :mod:`.validation`, :mod:`.evaluation`, :mod:`.removals`,
-  the ladder's rungs :mod:`.converged_loo` and :mod:`.proximal_response`, and section 4.5's
+- score and validate: :mod:`.scoring` (:mod:`.scale_out` on several processes),
+  :mod:`.validation`, :mod:`.evaluation`, :mod:`.removals`, the ladder's rungs
+  :mod:`.converged_loo` and :mod:`.proximal_response`, and section 4.5's
   :mod:`.nlp_training`, :mod:`.nlp_scoring`, :mod:`.nlp_check` and :mod:`.nlp_table`;
 - record: :mod:`.records` (JSON), :mod:`.store` (a folder of results files, passed in),
   :mod:`.provenance`; :mod:`.pipeline` holds a config, its cache and its store together;

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
+from . import distributed
+
 Batch = tuple[Tensor, Tensor]
 # f(params, x, y) -> per-example losses [B]; params is a flat vector
 LossesFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -120,14 +122,40 @@ def gradient(fn: Callable[[Tensor], Tensor], at: Tensor) -> Tensor:
     return g.detach()
 
 
-def data_mean(fn: Callable[[Tensor, Tensor], Tensor], batches: Iterable[Batch]) -> Tensor:
-    """The mean over examples of a per-batch mean ``fn(x, y)``, weighting each batch by its size."""
-    total, n = None, 0
-    for x, y in batches:
-        part = len(y) * fn(x, y)
-        total = part if total is None else total + part
-        n += len(y)
-    if total is None:
+def data_mean(
+    fn: Callable[[Tensor, Tensor], Tensor],
+    batches: Iterable[Batch],
+    like: Tensor | None = None,
+) -> Tensor:
+    """The mean over examples of a per-batch mean ``fn(x, y)``, weighting each batch by its size.
+
+    During a sharded :meth:`~influence.MultiStage.scores` call (see :mod:`influence.distributed`)
+    ``batches`` are this rank's block of the data: the weighted sums and counts of all ranks are
+    added by one all-reduce, so every rank gets the mean over all the data. ``like`` (a tensor
+    of the result's shape, dtype and device) stands in for a rank whose block is empty, and a
+    rank that fails here passes its error to the others at that all-reduce.
+    """
+    group = distributed.active()
+    total, n, failure = None, 0, None
+    try:
+        for x, y in batches:
+            part = len(y) * fn(x, y)
+            total = part if total is None else total + part
+            n += len(y)
+    except Exception as error:  # noqa: BLE001  (reported to every rank below)
+        if group is None:
+            raise
+        failure = distributed.describe(error)
+    if group is not None:
+        if total is None:
+            if like is None:
+                raise ValueError("data_mean: a rank with no examples needs `like`")
+            total = torch.zeros_like(like)
+        summed = group.sum_or_fail(
+            torch.cat([total.reshape(-1), total.new_tensor([n])]), failure
+        )
+        total, n = summed[:-1].reshape(total.shape), int(summed[-1].item())
+    if total is None or n == 0:
         raise ValueError("no examples to average over")
     return total / n
 
@@ -179,6 +207,7 @@ class DataHessian:
         data = data_mean(
             lambda x, y: hvp(lambda p: self.losses(p, x, y).mean(), self.at, v),
             self.batches(),
+            like=v,
         )
         return data + self.diagonal * v
 
@@ -187,6 +216,7 @@ class DataHessian:
         return data_mean(
             lambda x, y: gradient(lambda p: self.losses(p, x, y).mean(), self.at),
             self.batches(),
+            like=self.at,
         )
 
     def to_dense(self, block: int = 256) -> Tensor:

@@ -102,6 +102,7 @@ class EmbeddingFixed(Case):
                 lambda t, w: mean_f(t, w, x, y), ms.theta_star, ms.w_star, v1
             ),
             finetune,
+            like=ms.w_star.expand(*v1.shape[:-1], -1),
         )
         return mixed - test_grad[..., : ms.W.numel]
 
@@ -173,8 +174,14 @@ def _features(
                 features = call(ms.embedding, ms.W, ms.w_star, x)
             yield features, y
 
-    first, _ = next(compute())
-    if first[0].numel() * first.element_size() * len(finetune) > ms.feature_cache_bytes:
+    first = next(compute(), None)
+    if first is None:  # a rank whose block of the finetuning data is empty
+        return lambda: iter(())
+    features = first[0]
+    if (
+        features[0].numel() * features.element_size() * len(finetune)
+        > ms.feature_cache_bytes
+    ):
         return compute
     cached = list(compute())
     return lambda: iter(cached)

@@ -7,12 +7,13 @@ sum over data in :mod:`influence.multistage` runs in bounded memory.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset
 
 Batch = tuple[Tensor, Tensor]
 
@@ -39,6 +40,12 @@ class Examples:
             device,
             dtype,
             batch_size,
+        )
+        self.window: range | None = (
+            None  # set by rows(): the block of examples this view keeps
+        )
+        self.filtered = (
+            False  # rows() over a loader it cannot rebuild: read through, keep window
         )
         if isinstance(data, DataLoader):
             if ordered and isinstance(data.sampler, RandomSampler):
@@ -89,6 +96,8 @@ class Examples:
                     )
 
     def __len__(self) -> int:
+        if self.window is not None:
+            return len(self.window)
         if self.loader is not None:
             return len(self.loader.dataset)
         return len(self.y)
@@ -96,18 +105,62 @@ class Examples:
     @property
     def num_batches(self) -> int:
         """How many minibatches one pass yields (for progress bars)."""
-        if self.loader is not None:
+        if self.loader is not None and self.window is None:
             return len(self.loader)
-        return -(-len(self.y) // self.batch_size)
+        size = self.batch_size if self.loader is None else self.loader.batch_size or 1
+        return -(-len(self) // size)
+
+    def rows(self, block: range) -> Examples:
+        """The same examples restricted to the contiguous ``block`` of indices (a rank's shard).
+
+        Tensors are sliced; a sequential DataLoader over a sized dataset is rebuilt over a
+        :class:`~torch.utils.data.Subset` with the same batching, so a rank never loads the
+        rest; any other loader is read through and filtered. An empty block yields nothing.
+        """
+        view = copy.copy(self)
+        view.window = block
+        if self.loader is None:
+            view.x, view.y = (
+                self.x[block.start : block.stop],
+                self.y[block.start : block.stop],
+            )
+        elif (
+            isinstance(self.loader.sampler, SequentialSampler) and self.loader.batch_size
+        ):
+            loader = self.loader
+            view.loader = DataLoader(
+                Subset(loader.dataset, block),
+                batch_size=loader.batch_size,
+                collate_fn=loader.collate_fn,
+                num_workers=loader.num_workers,
+                pin_memory=loader.pin_memory,
+                drop_last=loader.drop_last,
+            )
+        else:
+            view.filtered = True
+        return view
 
     def __iter__(self) -> Iterator[Batch]:
         if self.loader is not None:
+            start = 0
+            window = self.window if self.filtered else None
             for batch in self.loader:
                 x, y = batch[0], batch[1]
                 if len(x) != len(y):
                     raise ValueError(
                         f"{self.name}: a batch has x and y of different lengths ({len(x)}, {len(y)})"
                     )
+                if window is not None:  # keep only the rows of the window
+                    lo, hi = (
+                        max(window.start - start, 0),
+                        min(window.stop - start, len(y)),
+                    )
+                    start += len(y)
+                    if hi <= lo:
+                        if start >= window.stop:
+                            return
+                        continue
+                    x, y = x[lo:hi], y[lo:hi]
                 yield x.to(self.device), y.to(self.device)
             return
         for i in range(0, len(self.y), self.batch_size):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import checks
+from . import checks, distributed
 from .autodiff import (
     DataHessian,
     ParamSpace,
@@ -47,6 +48,7 @@ from .cases import CASES, Case
 from .examples import Examples
 from .losses import Loss, cross_entropy, precise
 from .progress import progress
+from .scores_file import ScoresFile
 from .solvers import CG, SolveInfo, Solver
 
 #: The solvers :meth:`MultiStage.scores` uses where none is given, Appendix B's MNIST settings:
@@ -70,6 +72,12 @@ class Report:
     )  # ||dF/dTheta|| (Case 1) or ||d(F + alpha..)/d(W, Theta)|| (Case 2)
     pretrain_solver: dict[str, object] = field(default_factory=dict)
     finetune_solver: dict[str, object] = field(default_factory=dict)
+    # candidates this process scored, once per block of test points; a resumed run skips
+    # the rows already written
+    scored_rows: int = 0
+    communication_bytes: int = (
+        0  # payload this rank sent to collectives; 0 in one process
+    )
 
     def stages(self) -> dict[str, dict[str, object]]:
         """Per stage: the solver, its damping and the operator it was added to, and how its
@@ -358,7 +366,10 @@ class MultiStage:
         *,
         batch_size: int = 256,
         test_block: int = 32,
-    ) -> Tensor:
+        gather: str = "all",
+        scores_file: str | os.PathLike | None = None,
+        timeout: float = distributed.DEFAULT_TIMEOUT,
+    ) -> Tensor | None:
         """Influence scores ``I_{z, x_t}`` (eq. 6; summed over test points, eq. 8).
 
         ``pretrain`` defines G and H_G, ``finetune`` defines F and its Hessians, ``test`` holds
@@ -373,6 +384,19 @@ class MultiStage:
         The solvers default to :data:`DEFAULT_PRETRAIN_SOLVER` for H_G and
         :data:`DEFAULT_FINETUNE_SOLVER` for the finetuning Hessian (eq. 16, Appendix B's MNIST
         dampings 1e-2 and 1e-8); ``report`` records which were used.
+
+        Under ``torchrun`` (an initialized process group of several ranks; see
+        :mod:`influence.distributed`) every rank makes this same call. The solves run once,
+        their Hessian-vector products streamed over each rank's block of ``pretrain`` and
+        ``finetune`` and summed by all-reduce; the candidates are scored in contiguous blocks,
+        one a rank, and gathered in candidate order to every rank (``gather="all"``) or to
+        rank 0 alone (``gather="rank0"``: the other ranks return None). A rank that fails
+        makes every rank raise :class:`~influence.distributed.RankFailed` with its message;
+        a rank that vanishes ends the others' waits after ``timeout`` seconds.
+
+        ``scores_file`` names a resumable ``.npy`` file (:mod:`influence.scores_file`): each
+        scored row is written there by its index with a 'written' flag, and a rerun scores
+        only the rows not yet written.
         """
         pretrain_solver = (
             DEFAULT_PRETRAIN_SOLVER if pretrain_solver is None else pretrain_solver
@@ -391,21 +415,78 @@ class MultiStage:
         checks.flag(per_test, "per_test")
         checks.positive_int(batch_size, "batch_size")
         checks.positive_int(test_block, "test_block")
-        if (
-            candidates is None
-        ):  # the pretraining examples are scored, so their order must hold too
-            candidates = self._examples(pretrain, "pretrain", batch_size, ordered=True)
-        else:
-            candidates = self._examples(
-                candidates, "candidates", batch_size, ordered=True
+        if gather not in ("all", "rank0"):
+            raise ValueError(f"gather: expected 'all' or 'rank0', got {gather!r}")
+        group = distributed.detect(self.device, timeout)
+        with distributed.activated(group):
+            return self._scores(
+                group,
+                pretrain,
+                finetune,
+                test,
+                candidates,
+                pretrain_solver,
+                finetune_solver,
+                per_test,
+                batch_size=batch_size,
+                test_block=test_block,
+                gather=gather,
+                scores_file=scores_file,
             )
-        pretrain = self._examples(pretrain, "pretrain", batch_size)
-        finetune = self._examples(finetune, "finetune", batch_size)
-        test = self._examples(test, "test", batch_size)
+
+    def _scores(
+        self,
+        group: distributed.Group | None,
+        pretrain: Any,
+        finetune: Any,
+        test: Any,
+        candidates: Any,
+        pretrain_solver: Solver,
+        finetune_solver: Solver,
+        per_test: bool,
+        *,
+        batch_size: int,
+        test_block: int,
+        gather: str,
+        scores_file: str | os.PathLike | None,
+    ) -> Tensor | None:
+        """:meth:`scores` in one process (``group`` None) or as one rank of ``group``."""
+        together = group.together if group is not None else contextlib.nullcontext
+        rank, world = (0, 1) if group is None else (group.rank, group.world)
+        sent = 0 if group is None else group.bytes_sent
+        with together():  # every rank checks its inputs; any failure stops all of them
+            if (
+                candidates is None
+            ):  # the pretraining examples are scored: their order holds
+                candidates = self._examples(
+                    pretrain, "pretrain", batch_size, ordered=True
+                )
+            else:
+                candidates = self._examples(
+                    candidates, "candidates", batch_size, ordered=True
+                )
+            pretrain = self._examples(pretrain, "pretrain", batch_size)
+            finetune = self._examples(finetune, "finetune", batch_size)
+            test = self._examples(test, "test", batch_size)
+            if group is not None:  # each rank's share of the sums behind the Hessians
+                pretrain = pretrain.rows(distributed.shard(len(pretrain), rank, world))
+                finetune = finetune.rows(distributed.shard(len(finetune), rank, world))
+            n = len(candidates)
+            mine = distributed.shard(n, rank, world)
+            n_test = len(test) if per_test else None
+            if scores_file is not None and rank == 0:
+                ScoresFile.create(scores_file, n, n_test)
+        file = None
+        if scores_file is not None:
+            with together():  # after rank 0 made the file
+                file = ScoresFile(scores_file, n, n_test)
         self.report = Report(
             pretrain_solver=pretrain_solver.describe(),
             finetune_solver=finetune_solver.describe(),
         )
+        if file is not None and bool(file.written.all()):
+            finished = file.scores()  # a finished run: nothing to solve or score
+            return finished if gather == "all" or rank == 0 else None
         h_f = self.finetune_hessian(finetune)
         h_g = self.pretrain_hessian(pretrain)
         self._check_stationary(h_g, h_f)
@@ -415,19 +496,84 @@ class MultiStage:
             u = self.pullback(v1, grad_f, finetune)
             return self.second_ihvp(u, h_g, pretrain_solver)
 
+        mine_candidates = candidates.rows(mine) if group is not None else candidates
         if not per_test:
-            return self.score_candidates(
-                candidates, v2_for(self.test_gradient(test)), batch_size=batch_size
-            )
-        columns = [
-            self.score_candidates(
-                candidates,
-                v2_for(self.test_gradient((x, y), per_test=True)),
-                batch_size=batch_size,
-            )
-            for x, y in test.blocks(test_block)
-        ]
-        return torch.cat(columns, dim=1)
+            v2 = v2_for(self.test_gradient(test))
+            with together():
+                local = self._score_rows(mine_candidates, mine, v2, file, None)
+        else:
+            columns, done = [], 0
+            for x, y in test.blocks(test_block):
+                v2 = v2_for(self.test_gradient((x, y), per_test=True))
+                with together():
+                    columns.append(
+                        self._score_rows(mine_candidates, mine, v2, file, (done, len(y)))
+                    )
+                done += len(y)
+            local = torch.cat(columns, dim=1)
+        if group is None:
+            return local
+        if file is not None:
+            with together():  # every rank's rows are in the file
+                pass
+            out = file.scores() if gather == "all" or rank == 0 else None
+        else:
+            out = group.gather_rows(local, n, to_all=gather == "all")
+        self.report.communication_bytes = group.bytes_sent - sent
+        return out
+
+    def _score_rows(
+        self,
+        candidates: Examples,
+        rows: range,
+        v2: Tensor,
+        file: ScoresFile | None,
+        columns: tuple[int, int] | None,
+    ) -> Tensor:
+        """Score the candidates at global indices ``rows`` along v2, skipping rows already in ``file``.
+
+        ``columns`` (per_test only) is the block ``(first test point, count)`` that v2 holds;
+        a row counts as written once its last block is in, so this block is recomputed
+        unless the file already holds the whole row.
+        """
+        width = () if v2.dim() == 1 else (v2.shape[0],)
+        out = torch.zeros(len(rows), *width, dtype=self.dtype, device=self.device)
+        if not len(rows):  # a rank with no candidates
+            return out
+        at, start = self.pretrain_point, 0
+        written = file.written[rows.start : rows.stop] if file is not None else None
+        with self._evaluating():
+            for x, y in progress(
+                candidates, desc="scoring", total=candidates.num_batches
+            ):
+                block = slice(start, start + len(y))
+                start += len(y)
+                if written is not None and bool(written[block].all()):
+                    held = file.rows[rows.start + block.start : rows.start + block.stop]
+                    first, count = (0, 1) if columns is None else columns
+                    held = held[:, 1 + first : 1 + first + count]
+                    out[block] = (held[:, 0] if columns is None else held).to(out)
+                    continue
+                scores = jvp_losses(lambda p: self.pretrain_losses(p, x, y), at, v2)
+                out[block] = scores.to(self.dtype)
+                self.report.scored_rows += len(y)
+                if file is not None:
+                    self._write(file, rows.start + block.start, scores, columns)
+        return out
+
+    @staticmethod
+    def _write(
+        file: ScoresFile, start: int, scores: Tensor, columns: tuple[int, int] | None
+    ) -> None:
+        """Put a batch's scores into the file; per test block, flag the row after its last block."""
+        if columns is None:
+            file.write(start, scores)
+            return
+        first, count = columns
+        rows = file.rows[start : start + len(scores)]
+        rows[:, 1 + first : 1 + first + count] = scores.detach().to("cpu", torch.float64)
+        if first + count == file.n_test:
+            rows[:, 0] = 1.0
 
     # ---- checks ----------------------------------------------------------------------------------
 

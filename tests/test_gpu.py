@@ -205,3 +205,39 @@ def test_a_quick_section_run_end_to_end_on_cuda(tmp_path):
     on_gpu, on_cpu = float64_scores("cuda"), float64_scores("cpu")
     rel = ((on_gpu - on_cpu).norm() / on_cpu.norm()).item()
     assert rel < 1e-3, f"float64 scores, CUDA vs CPU: relative difference {rel:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "backend, nproc",
+    [
+        pytest.param(
+            "gloo",
+            2,
+            marks=pytest.mark.skipif(
+                not torch.cuda.is_available(), reason="no CUDA device"
+            ),
+        ),
+        pytest.param(
+            "nccl",
+            2,
+            marks=pytest.mark.skipif(
+                torch.cuda.device_count() < 2, reason="NCCL needs a GPU a rank: 2 GPUs"
+            ),
+        ),
+    ],
+)
+def test_torchrun_with_cuda_modules(tmp_path, backend, nproc):
+    """CUDA models under gloo (the exchange goes through the CPU) and under NCCL (one GPU a rank)."""
+    from test_distributed import relative, results, single_process, torchrun
+
+    p = toys.make_problem()
+    problem = tmp_path / "problem.pt"
+    torch.save(
+        {"problem": p, "net": toys.train(p, "updated"), "case": "updated"}, problem
+    )
+    job = torchrun(problem, tmp_path / "out", nproc, "--cuda", "--backend", backend)
+    assert job.returncode == 0, job.stderr[-3000:]
+    expected = single_process(problem)
+    for got in results(tmp_path / "out", nproc):
+        assert relative(got["scores"], expected) <= 1e-6
