@@ -1,4 +1,4 @@
-"""Scoring beyond one process: the torch.distributed plumbing that :meth:`MultiStage.scores` uses.
+"""Scoring beyond one process: the torch.distributed plumbing that :meth:`~influence.multistage.MultiStage.scores` uses.
 
 Under ``torchrun`` (an initialized process group of more than one rank) a scoring run splits as
 the cost model says it should:
@@ -196,7 +196,7 @@ def detect(model_device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> Grou
 
 
 def active() -> Group | None:
-    """The group of the :meth:`MultiStage.scores` call in progress, or None in one process."""
+    """The group of the :meth:`~influence.multistage.MultiStage.scores` call in progress, or None in one process."""
     return _ACTIVE.get()
 
 

@@ -1,6 +1,6 @@
 """A resumable scores file: one row per candidate, written by global index, with a 'written' flag.
 
-Scoring millions of candidates can outlast a job's time limit. :meth:`MultiStage.scores` with
+Scoring millions of candidates can outlast a job's time limit. :meth:`~influence.multistage.MultiStage.scores` with
 ``scores_file=path`` writes each candidate's row into this file as soon as its batch is scored,
 and a rerun with the same arguments scores only the rows not yet written.
 
