@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 from distributed_worker import solvers
+from test_multistage import _ms
 
 from experiments import toy as toys
-from influence import MultiStage
 from influence.distributed import shard
 from influence.scores_file import ScoresFile, read
 
@@ -41,26 +41,12 @@ def problems(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def _multistage(saved: dict) -> MultiStage:
-    p, t, case = saved["problem"], saved["net"], saved["case"]
-    kw = dict(pretrained_embedding=t.pretrained_embedding, alpha=p.alpha)
-    return MultiStage(
-        t.embedding,
-        t.pretrain_head,
-        t.finetune_head,
-        pretrain_l2=p.pretrain_l2,
-        finetune_l2=p.finetune_l2,
-        case=case,
-        **(kw if case == "updated" else {}),
-    )
-
-
 def single_process(problem: Path, n: int | None = None, **kw) -> torch.Tensor:
     """What one process returns for the worker's call."""
     saved = torch.load(problem, weights_only=False)
     p = saved["problem"]
     n = len(p.zy) if n is None else n
-    return _multistage(saved).scores(
+    return _ms(p, saved["net"], saved["case"]).scores(
         (p.zx, p.zy),
         (p.xx, p.xy),
         (p.tx, p.ty),
