@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from influence import CG, Identity, MultiStage
 from influence.progress import progress
@@ -25,7 +25,7 @@ from .devices import resolve
 from .fit import fit_adam, fit_lbfgs, newton_polish, restore, snapshot
 from .models import small_mnist
 from .objectives import StageObjective, finetune_objective
-from .removals import per_example_norms, spread, summed_loss
+from .removals import Pair, per_example_norms, spread, summed_loss
 from .scoring import describe_solvers
 from .stats import agreement
 from .transfer_data import load_transfer_data
@@ -65,17 +65,57 @@ def newton_to_tol(
     return norm if norm <= tol else fit_lbfgs(objective, tol=tol)
 
 
-def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]:
-    """Rung 3: Theorem 1's scores against leave-one-out retraining re-optimized to convergence.
+@dataclass
+class ConvergedOptimum:
+    """Both stages of rung 3 trained to ``tol``, with what a removal needs to re-optimize them.
 
-    Training: Adam, then L-BFGS, then Newton steps with the dense Hessian there (852
-    parameters) down to a gradient norm of ``tol``. Each removal sets the example's weight in G to 0
-    (eps = -1/m exactly, the others keep 1/m), re-optimizes pretraining from the optimum by
-    Newton iterations with the Hessian at the optimum, then finetuning on the moved
-    embedding the same way, each to ``tol``, and measures the summed test loss. The
-    prediction is ``-score / m``, with H_G and H_F themselves (CG on H, no damping); the
-    identity ablation is scored on the same removals.
+    ``pre`` and ``fine`` are the objectives whose parameters are the live modules ``emb``,
+    ``head`` and ``fhead``; ``hessian_g`` is the dense H_G at the optimum (852 x 852).
     """
+
+    config: ConvergedConfig
+    pretrain: Pair
+    finetune: Pair
+    test: Pair
+    emb: nn.Module
+    head: nn.Module
+    fhead: nn.Module
+    pre: StageObjective
+    # set by converged_optimum as training reaches them:
+    hessian_g: Tensor | None = None
+    eigenvalues: Tensor | None = None
+    fine: StageObjective | None = None
+    gradient_norms: tuple[float, float] = (float("nan"), float("nan"))
+
+    def multistage(self) -> MultiStage:
+        """A :class:`~influence.MultiStage` at the current weights (it reads them when made)."""
+        c = self.config
+        return MultiStage(
+            self.emb,
+            self.head,
+            self.fhead,
+            pretrain_l2=c.l2,
+            finetune_l2=c.l2,
+            case="fixed",
+        )
+
+    def refinetune(self) -> tuple[StageObjective, float]:
+        """Finetuning re-optimized to ``tol`` on the current embedding (Newton, then L-BFGS)."""
+        c = self.config
+        fine = finetune_objective("fixed", self.emb, self.fhead, *self.finetune, l2=c.l2)
+        fit_lbfgs(fine, tol=c.tol)
+        h_f = lambda: self.multistage().finetune_hessian(self.finetune).to_dense()  # noqa: E731
+        return fine, newton_to_tol(fine, h_f, c.tol)
+
+    def test_loss(self) -> float:
+        """The summed test loss of the finetuned model as it is now."""
+        return summed_loss(lambda x: self.fhead(self.emb(x)), self.test)
+
+
+def converged_optimum(config: ConvergedConfig = ConvergedConfig()) -> ConvergedOptimum:
+    """Rung 3's optimum: Adam, then L-BFGS, then Newton steps with the dense Hessian there (852
+    parameters) down to a gradient norm of ``tol``, for pretraining and then finetuning.
+    Deterministic on a CPU, so the chapters that reuse rung 3 meet the same weights."""
     device = resolve(config.device)
     data = load_transfer_data(
         TransferConfig(
@@ -103,30 +143,39 @@ def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]
     )
     fit_adam(pre, steps=config.adam_steps, batch_size=256, lr=3e-3, seed=config.seed)
     fit_lbfgs(pre, tol=1e-6, max_iter=2000, restarts=1)
-
-    def at_current() -> MultiStage:  # MultiStage reads the weights when it is made
-        return MultiStage(
-            emb, head, fhead, pretrain_l2=config.l2, finetune_l2=config.l2, case="fixed"
-        )
-
-    hessian_g = at_current().pretrain_hessian(pretrain).to_dense()  # made once: minutes
-    grad_pre = newton_to_tol(pre, lambda: hessian_g, config.tol)
-    eigenvalues = torch.linalg.eigvalsh(hessian_g)
-    if eigenvalues[0] <= 0:
+    optimum = ConvergedOptimum(config, pretrain, finetune, test, emb, head, fhead, pre)
+    optimum.hessian_g = (
+        optimum.multistage().pretrain_hessian(pretrain).to_dense()
+    )  # minutes
+    grad_pre = newton_to_tol(pre, lambda: optimum.hessian_g, config.tol)
+    optimum.eigenvalues = torch.linalg.eigvalsh(optimum.hessian_g)
+    if optimum.eigenvalues[0] <= 0:
         raise RuntimeError(
-            f"H_G has eigenvalue {float(eigenvalues[0]):.3g}: not at an isolated minimum"
+            f"H_G has eigenvalue {float(optimum.eigenvalues[0]):.3g}: "
+            "not at an isolated minimum"
         )
+    optimum.fine, grad_fine = optimum.refinetune()
+    optimum.gradient_norms = grad_pre, grad_fine
+    return optimum
 
-    def finetuned() -> tuple[StageObjective, float]:
-        fine = finetune_objective("fixed", emb, fhead, *finetune, l2=config.l2)
-        fit_lbfgs(fine, tol=config.tol)
-        h_f = lambda: at_current().finetune_hessian(finetune).to_dense()  # noqa: E731
-        return fine, newton_to_tol(fine, h_f, config.tol)
 
-    fine, grad_fine = finetuned()
-    model = lambda x: fhead(emb(x))  # noqa: E731
-    original = summed_loss(model, test)
-    ms = at_current()
+def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]:
+    """Rung 3: Theorem 1's scores against leave-one-out retraining re-optimized to convergence.
+
+    Training: :func:`converged_optimum`. Each removal sets the example's weight in G to 0
+    (eps = -1/m exactly, the others keep 1/m), re-optimizes pretraining from the optimum by
+    Newton iterations with the Hessian at the optimum, then finetuning on the moved
+    embedding the same way, each to ``tol``, and measures the summed test loss. The
+    prediction is ``-score / m``, with H_G and H_F themselves (CG on H, no damping); the
+    identity ablation is scored on the same removals.
+    """
+    opt = converged_optimum(config)
+    pretrain, finetune, test = opt.pretrain, opt.finetune, opt.test
+    pre, fine, hessian_g, eigenvalues = opt.pre, opt.fine, opt.hessian_g, opt.eigenvalues
+    grad_pre, grad_fine = opt.gradient_norms
+    device = pretrain[0].device
+    original = opt.test_loss()
+    ms = opt.multistage()
     solvers = dict(
         pretrain_solver=CG(0.0, config.cg_iters, tol=1e-10, operator="H"),
         finetune_solver=CG(0.0, config.cg_iters, tol=1e-10, operator="H"),
@@ -153,11 +202,11 @@ def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]
             if cached:
                 return cached.pop()
             subset = pretrain[0][kept], pretrain[1][kept]  # noqa: B023
-            return at_current().pretrain_hessian(subset).to_dense()
+            return opt.multistage().pretrain_hessian(subset).to_dense()
 
         g_pre = newton_to_tol(pre, h_loo, config.tol)
-        fine, g_fine = finetuned()
-        measured.append(summed_loss(model, test) - original)
+        fine, g_fine = opt.refinetune()
+        measured.append(opt.test_loss() - original)
         gradients.append((g_pre, g_fine))
         pre.weights = None
         restore(pre.params, at_optimum[0])

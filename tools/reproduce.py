@@ -6,6 +6,7 @@ python tools/reproduce.py sec41 --only cifar10-fixed
 python tools/reproduce.py sec41 --retest mnist-fixed --seed 7 --size 30   # measure removals again
 python tools/reproduce.py sec41 --damping      # the damping sweep of the stored MNIST removals
 python tools/reproduce.py sec41 --ladder       # rungs 3 and 2 of the ladder of ground truths
+python tools/reproduce.py methods              # the methods chapter's comparison (about an hour)
 
 The results go to ``book/results/<section>.json`` (``--results`` names another folder); trained
 weights are cached under ``$INFLUENCE_CACHE``.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments import configs, sec41, sec42, sec43, sec44, sec45
+from experiments import configs, methods, sec41, sec42, sec43, sec44, sec45
 from experiments.cache import WeightCache
 from experiments.pipeline import Lab
 from experiments.store import ResultsStore
@@ -28,11 +29,12 @@ SECTIONS = {
     "sec43": sec43.reproduce_section43,
     "sec44": sec44.reproduce_section44,
 }
+OTHERS = ("sec45", "methods")  # run apart from the transfer pipeline
 
 
 def _arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("section", choices=sorted([*SECTIONS, "sec45"]))
+    parser.add_argument("section", choices=sorted([*SECTIONS, *OTHERS]))
     parser.add_argument("--scale", default="cpu", choices=sorted(configs.SCALES))
     parser.add_argument(
         "--only",
@@ -104,6 +106,8 @@ def main() -> None:
         args.section == "sec45"
     ):  # its language model runs apart from the transfer pipeline
         sec45.reproduce_section45(written, scale=args.scale, only=args.only)
+    elif args.section == "methods":  # the methods chapter: rung 3's network, on the CPU
+        methods.methods_study(lab)
     else:
         SECTIONS[args.section](lab, scale=args.scale, only=args.only)
     print(f"wrote {written}")
