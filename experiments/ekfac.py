@@ -100,6 +100,17 @@ class EKFAC:
         from kronfluence.factor.config import Ekfac
         from kronfluence.module.tracked_module import TrackedModule
 
+        layers = [
+            m.original_module
+            for m in self.model.modules()
+            if isinstance(m, TrackedModule)
+        ]
+        expected = sum(p.numel() for layer in layers for p in layer.parameters())
+        if vector.dim() != 1 or vector.numel() != expected:
+            raise ValueError(
+                f"vector: expected {expected} entries (the model's parameters), "
+                f"got shape {tuple(vector.shape)}"
+            )
         storages, pieces, offset = self._storage(), [], 0
         for name, module in self.model.named_modules():
             if not isinstance(module, TrackedModule):
@@ -121,10 +132,6 @@ class EKFAC:
             pieces.append(out[:, : w[0].numel()].reshape(-1))
             if bias is not None:
                 pieces.append(out[:, -1])
-        if offset != vector.numel():
-            raise ValueError(
-                f"vector: expected {offset} entries (the model's parameters), got {vector.numel()}"
-            )
         return torch.cat(pieces).to(vector.dtype)
 
     def dense(self) -> Tensor:

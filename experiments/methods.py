@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from torch import Tensor
 from influence import CG, Exact, Identity
 from influence.multistage import DEFAULT_FINETUNE_SOLVER, DEFAULT_PRETRAIN_SOLVER
 from influence.progress import progress
-from influence.solvers import Solver
+from influence.solvers import Matrix, Solver
 from influence.spectrum import lanczos
 
 from .converged_loo import ConvergedConfig, ConvergedOptimum, converged_optimum
@@ -41,6 +41,7 @@ from .fit import fit_lbfgs, restore, snapshot
 from .lds import lds, random_subsets, subset_predictions
 from .lissa import LiSSA
 from .objectives import StageObjective
+from .removals import spread
 from .stats import agreement
 
 
@@ -55,6 +56,8 @@ class MethodsConfig:
     lissa_depth: int = 1000
     lissa_damping: float = 0.01  # Koh and Liang's default
     ekfac_batch: int = 500
+    alpha: float = 0.01  # Case 2's proximity (eq. 12)
+    case2_removals: int = 20  # Case 2's own converged leave-one-out removals
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,11 +85,23 @@ def _solve_dicts(infos: list[Any]) -> list[dict[str, Any]]:
 
 
 class Comparison:
-    """The pieces every method shares, computed once at rung 3's optimum (Case 1)."""
+    """The pieces every method shares, computed once at the optimum.
 
-    def __init__(self, opt: ConvergedOptimum) -> None:
-        self.opt = opt
-        self.ms = opt.multistage()
+    Case 1 by default; ``case2`` (a :class:`~experiments.converged_case2.UpdatedFinetuning`)
+    makes it Case 2, whose finetuning Hessian K carries eq. 15's ``2 alpha I``.
+    """
+
+    def __init__(self, opt: ConvergedOptimum, case2: Any = None) -> None:
+        self.opt, self.case2 = opt, case2
+        self.ms = opt.multistage() if case2 is None else case2.multistage()
+        self.finetune_model = (
+            (opt.emb, opt.fhead)
+            if case2 is None
+            else (
+                case2.emb,
+                case2.fhead,
+            )
+        )
         self.m = len(opt.pretrain[1])
         self.test_grad = self.ms.test_gradient(opt.test)
         self.h_f = self.ms.finetune_hessian(opt.finetune)
@@ -94,17 +109,37 @@ class Comparison:
         self.p_w = self.ms.W.numel
 
     def cross_u(self, solver: Solver) -> tuple[Tensor, list[Any]]:
-        """Algorithm 1, lines 2-3: ``u`` with the cross term, H_F^-1 by ``solver``."""
+        """Algorithm 1, lines 2-3: ``u`` with the cross term, H_F^-1 (or K^-1) by ``solver``."""
         self.ms.report.finetune_solves.clear()
         v1 = self.ms.first_ihvp(self.test_grad, self.h_f, solver)
         infos = list(self.ms.report.finetune_solves)
         return self.ms.pullback(v1, self.test_grad, self.opt.finetune), infos
 
+    def _pad(self, u_w: Tensor) -> Tensor:
+        u = torch.zeros(self.ms.W.numel + self.ms.U.numel, dtype=self.test_grad.dtype)
+        u[: self.p_w] = u_w
+        return u
+
     def direct_u(self) -> Tensor:
         """``[-df/dW ; 0]``: the test gradient's W part, without the path through Theta."""
-        u = torch.zeros(self.ms.W.numel + self.ms.U.numel, dtype=self.test_grad.dtype)
-        u[: self.p_w] = -self.test_grad[: self.p_w]
-        return u
+        return self._pad(-self.test_grad[: self.p_w])
+
+    def bao_u(
+        self, finetune_inverse: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, list[Any]]:
+        """Bao et al.'s ``H_ft^-1 grad f``, cut to W: Case 1 has no W in finetuning, so it is
+        :meth:`direct_u`; in Case 2 ``H_ft`` is F's Hessian over (W, Theta) without eq. 12's
+        proximity term, inverted exactly or by ``finetune_inverse`` (EK-FAC)."""
+        if self.case2 is None:
+            return self.direct_u(), []
+        if finetune_inverse is not None:
+            return self._pad(-finetune_inverse(self.test_grad)[: self.p_w]), []
+        h_ft = (
+            self.case2.k_dense.clone()
+        )  # K at the optimum, less eq. 15's 2 alpha I on W
+        h_ft.diagonal()[: self.p_w] -= 2 * self.case2.alpha
+        v1, info = Exact().solve(Matrix(h_ft), self.test_grad)
+        return self._pad(-v1[: self.p_w]), [info]
 
     def pretrain_solve(self, u: Tensor, solver: Solver) -> tuple[Tensor, list[Any]]:
         """Algorithm 1, line 4 by ``solver``."""
@@ -144,10 +179,15 @@ def score_methods(
 
     def no_cross(pre: Solver) -> Callable[[], tuple[Tensor, int, list[Any]]]:
         def run() -> tuple[Tensor, int, list[Any]]:
-            v2, infos = c.pretrain_solve(c.direct_u(), pre)
+            u, first = c.bao_u()
+            v2, infos = c.pretrain_solve(u, pre)
+            infos = first + infos
             return c.scores(v2), _hvps(infos), _solve_dicts(infos)
 
         return run
+
+    def dot_product() -> tuple[Tensor, int, list[Any]]:
+        return c.scores(c.direct_u()), 0, []
 
     def lissa_pair() -> tuple[LiSSA, LiSSA, int]:
         # scale: 10% above each Hessian's largest eigenvalue, from 30 Lanczos steps (counted)
@@ -166,6 +206,12 @@ def score_methods(
         return scores, hvps + probes, infos
 
     exact, cg_h = Exact(), CG(0.0, config.converged.cg_iters, tol=1e-10, operator="H")
+    if (
+        c.case2 is None
+    ):  # Bao et al.'s formula has no cross term in Case 1 (module docstring)
+        bao, bao_exact = "No cross term, Exact", "exact H_G"
+    else:
+        bao, bao_exact = "Bao et al. (no proximity term), Exact", "exact H_ft and H_G"
     runs = [
         ("Theorem 1, Exact", theorem1(exact, exact), "dense H_G and H_F, Cholesky"),
         ("Theorem 1, CG on H", theorem1(cg_h, cg_h), "no damping, to 1e-10 (rung 3's)"),
@@ -180,11 +226,11 @@ def score_methods(
             f"depth {config.lissa_depth}, damping {config.lissa_damping:g}, "
             "scale 1.1 x the largest eigenvalue",
         ),
-        ("No cross term, Exact", no_cross(exact), "Bao et al.'s formula, exact H_G"),
+        (bao, no_cross(exact), f"Bao et al.'s formula, {bao_exact}"),
         ("Identity (Fig. 3)", theorem1(Identity(), Identity()), "both inverses = I"),
         (
             "Gradient dot product",
-            no_cross(Identity()),
+            dot_product,
             "TracIn at the last checkpoint: grad f . grad g over W",
         ),
     ]
@@ -195,18 +241,34 @@ def score_methods(
 
 
 def ekfac_methods(c: Comparison, config: MethodsConfig, l2: float) -> list[Scored]:
-    """Theorem 1 and the no-cross-term formula with kronfluence's EK-FAC for ``H_G^-1``
-    (damped by the weight decay, which EK-FAC's Fisher leaves out); H_F^-1 exact."""
+    """Theorem 1 and Bao et al.'s formula with kronfluence's EK-FAC for ``H_G^-1`` (damped by
+    the weight decay, which EK-FAC's Fisher leaves out). Theorem 1 keeps H_F^-1 exact; Bao et
+    al.'s formula in Case 2 takes EK-FAC for ``H_ft^-1`` too, as they do."""
     from .ekfac import fit_ekfac
 
     start = time.perf_counter()
-    model = torch.nn.Sequential(c.opt.emb, c.opt.head)
-    factors = fit_ekfac(model, c.opt.pretrain, damping=l2, batch_size=config.ekfac_batch)
+    pretrained = torch.nn.Sequential(c.opt.emb, c.opt.head)
+    factors = fit_ekfac(
+        pretrained, c.opt.pretrain, damping=l2, batch_size=config.ekfac_batch
+    )
     fit_seconds = time.perf_counter() - start
+    finetune_inverse, fit_ft = None, 0.0
+    if c.case2 is not None:
+        start = time.perf_counter()
+        finetuned = torch.nn.Sequential(*c.finetune_model)
+        ft_factors = fit_ekfac(
+            finetuned, c.opt.finetune, damping=l2, batch_size=config.ekfac_batch
+        )
+        finetune_inverse, fit_ft = ft_factors.precondition, time.perf_counter() - start
+    bao = (
+        "No cross term, EK-FAC"
+        if c.case2 is None
+        else ("Bao et al. (no proximity term), EK-FAC")
+    )
     out = []
-    for name, build in (
-        ("Theorem 1, EK-FAC", lambda: c.cross_u(Exact())),
-        ("No cross term, EK-FAC", lambda: (c.direct_u(), [])),
+    for name, build, fitting in (
+        ("Theorem 1, EK-FAC", lambda: c.cross_u(Exact()), fit_seconds),
+        (bao, lambda: c.bao_u(finetune_inverse), fit_seconds + fit_ft),
     ):
         start = time.perf_counter()
         u, infos = build()
@@ -215,11 +277,16 @@ def ekfac_methods(c: Comparison, config: MethodsConfig, l2: float) -> list[Score
             Scored(
                 name,
                 scores,
-                fit_seconds + time.perf_counter() - start,
+                fitting + time.perf_counter() - start,
                 _hvps(infos),
                 _solve_dicts(infos),
                 f"kronfluence EK-FAC for H_G (fit {fit_seconds:.1f} s, 2 passes over "
-                f"the pretraining data), damping = l2 = {l2:g}",
+                f"the pretraining data), damping = l2 = {l2:g}"
+                + (
+                    ""
+                    if c.case2 is None or name.startswith("Theorem")
+                    else f"; EK-FAC for H_ft too (fit {fit_ft:.1f} s)"
+                ),
             )
         )
     return out
@@ -338,6 +405,62 @@ def compare_methods(
     }
 
 
+def compare_methods_case2(config: MethodsConfig = MethodsConfig()) -> dict[str, Any]:
+    """Case 2's comparison, JSON-ready: rung 3's pretraining, finetuning with W updated on
+    eq. 12's objective, every method, and its own ground truths: ``case2_removals`` converged
+    leave-one-out removals spread over Theorem 1's exact scores, and the same LDS subsets as
+    Case 1, both stages re-optimized each time."""
+    from .converged_case2 import remove_and_retrain, updated_finetuning
+
+    start = time.perf_counter()
+    opt = converged_optimum(config.converged)
+    ft = updated_finetuning(opt, config.alpha)
+    training = time.perf_counter() - start
+    comparison = Comparison(opt, ft)
+    scored = score_methods(comparison, config)
+    m = comparison.m
+    exact = next(s for s in scored if s.name == "Theorem 1, Exact")
+    indices = spread(exact.scores, config.case2_removals)
+    start = time.perf_counter()
+    loo = [remove_and_retrain(ft, index=i) for i in progress(indices, desc="Case 2 LOO")]
+    loo_seconds = time.perf_counter() - start
+    kept = random_subsets(m, config.subsets, config.fraction, seed=config.seed)
+    start = time.perf_counter()
+    subsets = [remove_and_retrain(ft, kept=k) for k in progress(kept, desc="LDS subsets")]
+    lds_seconds = time.perf_counter() - start
+    measured = [change for change, _, _ in loo]
+    subset_measured = [change for change, _, _ in subsets]
+    return {
+        "config": config.as_dict(),
+        "m": m,
+        "parameters": {
+            "pretraining": sum(p.numel() for p in opt.pre.params),
+            "finetuning": sum(p.numel() for p in ft.params()),
+        },
+        "gradient_norms": {
+            "pretraining": opt.gradient_norms[0],
+            "finetuning": ft.gradient_norm,
+        },
+        "hessian_extremes": [float(opt.eigenvalues[0]), float(opt.eigenvalues[-1])],
+        "seconds": {
+            "training": training,
+            "loo_retraining": loo_seconds,
+            "lds_retraining": lds_seconds,
+        },
+        "loo": {
+            "indices": indices,
+            "measured": measured,
+            "gradient_norms": [[g, h] for _, g, h in loo],
+        },
+        "subsets": {
+            "seed": config.seed,
+            "measured": subset_measured,
+            "gradient_norms": [[g, h] for _, g, h in subsets],
+        },
+        "methods": summarize(scored, m, indices, measured, kept, subset_measured),
+    }
+
+
 SECTION = "methods"
 
 
@@ -349,8 +472,13 @@ def _same_rung(stored: dict[str, Any], config: ConvergedConfig) -> bool:
     }
 
 
-def methods_study(lab: Any, config: MethodsConfig = MethodsConfig()) -> dict[str, Any]:
-    """Case 1's comparison, written to the lab's ``methods`` results with its provenance.
+def methods_study(
+    lab: Any,
+    config: MethodsConfig = MethodsConfig(),
+    only: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Case 1's comparison (``"case1"``) and Case 2's (``"case2"``), or those named in
+    ``only``, each written to the lab's ``methods`` results with its provenance as it ends.
 
     The leave-one-out ground truth is rung 3's, read from the lab's ``sec41_ladder`` results
     when they were measured with ``config.converged`` (the optimum is deterministic, so its
@@ -369,7 +497,15 @@ def methods_study(lab: Any, config: MethodsConfig = MethodsConfig()) -> dict[str
         if stored is None
         else {"loo_indices": stored["indices"], "loo_measured": stored["measured"]}
     )
-    lab.store.record(
-        SECTION, done, "case1", "cpu", lambda: compare_methods(config, **loo), "cpu"
-    )
+    runs = {
+        "case1": lambda: compare_methods(config, **loo),
+        "case2": lambda: compare_methods_case2(config),
+    }
+    unknown = set(only or ()) - set(runs)
+    if unknown:
+        raise ValueError(
+            f"only: unknown {sorted(unknown)}; expected some of {sorted(runs)}"
+        )
+    for name in only or runs:
+        lab.store.record(SECTION, done, name, "cpu", runs[name], "cpu")
     return done

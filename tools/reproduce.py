@@ -107,7 +107,7 @@ def main() -> None:
     ):  # its language model runs apart from the transfer pipeline
         sec45.reproduce_section45(written, scale=args.scale, only=args.only)
     elif args.section == "methods":  # the methods chapter: rung 3's network, on the CPU
-        methods.methods_study(lab)
+        methods.methods_study(lab, only=args.only)
     else:
         SECTIONS[args.section](lab, scale=args.scale, only=args.only)
     print(f"wrote {written}")
