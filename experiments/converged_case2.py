@@ -84,7 +84,11 @@ def updated_finetuning(opt: ConvergedOptimum, alpha: float) -> UpdatedFinetuning
 
 
 def remove_and_retrain(
-    ft: UpdatedFinetuning, index: int | None = None, kept: Tensor | None = None
+    ft: UpdatedFinetuning,
+    index: int | None = None,
+    kept: Tensor | None = None,
+    *,
+    subset_tol: float = 1e-8,
 ) -> tuple[float, float, float]:
     """The change of Case 2's summed test loss when one example (``index``, by Newton as in
     rung 3) or a set (all but ``kept``, by L-BFGS) leaves pretraining; both stages re-optimized,
@@ -108,7 +112,7 @@ def remove_and_retrain(
             l2=opt.pre.l2,
             weights=torch.full((len(idx),), 1 / m, dtype=torch.float64, device=device),
         )
-        g_pre = fit_lbfgs(subset, tol=1e-8)
+        g_pre = fit_lbfgs(subset, tol=subset_tol)
     g_fine = ft.refinetune()
     change = ft.test_loss() - original
     restore(opt.pre.params, saved[0])

@@ -426,7 +426,10 @@ def compare_methods_case2(config: MethodsConfig = MethodsConfig()) -> dict[str, 
     loo_seconds = time.perf_counter() - start
     kept = random_subsets(m, config.subsets, config.fraction, seed=config.seed)
     start = time.perf_counter()
-    subsets = [remove_and_retrain(ft, kept=k) for k in progress(kept, desc="LDS subsets")]
+    subsets = [
+        remove_and_retrain(ft, kept=k, subset_tol=config.subset_tol)
+        for k in progress(kept, desc="LDS subsets")
+    ]
     lds_seconds = time.perf_counter() - start
     measured = [change for change, _, _ in loo]
     subset_measured = [change for change, _, _ in subsets]
