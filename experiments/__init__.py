@@ -19,9 +19,12 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
 - record: :mod:`.records` (JSON), :mod:`.store` (a folder of results files, passed in),
   :mod:`.provenance`; :mod:`.pipeline` holds a config, its cache and its store together;
 - sections: :mod:`.sec41` ... :mod:`.sec45` orchestrate, and import no other section;
+- the methods chapter: :mod:`.methods` (every method as a vector v2, on rung 3's optimum, and
+  :mod:`.converged_case2` for Case 2), :mod:`.lissa`, :mod:`.ekfac` (kronfluence's EK-FAC),
+  :mod:`.lds` (the linear datamodeling score) and :mod:`.methods_report`;
 - read: :mod:`.stats`, :mod:`.diagnostics`, :mod:`.verdicts`, :mod:`.tables`,
   :mod:`.ladder_report`, :mod:`.damping_report`, :mod:`.plots`, :mod:`.result_figures`,
   :mod:`.diagrams`.
 
-It needs the ``experiments`` extra: torchvision, numpy, scipy, matplotlib, seaborn.
+It needs the ``experiments`` extra: torchvision, numpy, scipy, matplotlib, seaborn, kronfluence.
 """

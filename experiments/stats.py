@@ -76,3 +76,54 @@ def compare_magnitudes(
         # the probability that an |A| score drawn at random exceeds a |B| one
         "p_superiority": float(stats.mannwhitneyu(a, b).statistic / (len(a) * len(b))),
     }
+
+
+@dataclass(frozen=True)
+class Difference:
+    """How much better one predictor tracks the truth than another, on the same items."""
+
+    difference: float  # corr(first, truth) - corr(second, truth)
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.difference:+.3f} [{self.low:+.3f}, {self.high:+.3f}], n = {self.n}"
+
+
+def correlation_difference(
+    first: Sequence[float] | np.ndarray,
+    second: Sequence[float] | np.ndarray,
+    truth: Sequence[float] | np.ndarray,
+    *,
+    method: str = "pearson",
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+) -> Difference:
+    """``corr(first, truth) - corr(second, truth)``, with a paired percentile bootstrap interval.
+
+    The items are resampled together for both predictors, so the interval accounts for their
+    sharing one truth: two predictors that agree with each other differ little even where each
+    one's own interval is wide.
+    """
+    a, b, t = (np.asarray(v, dtype=float) for v in (first, second, truth))
+    if not a.shape == b.shape == t.shape or a.ndim != 1 or len(a) < 4:
+        raise ValueError(
+            f"expected three equally long 1-D sequences of >= 4, got {a.shape}"
+        )
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method: expected 'pearson' or 'spearman', got {method!r}")
+    corr = (
+        (lambda x, y: stats.pearsonr(x, y)[0])
+        if method == "pearson"
+        else (lambda x, y: stats.spearmanr(x, y)[0])
+    )
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(a), len(a))
+        if min(np.ptp(a[i]), np.ptp(b[i]), np.ptp(t[i])) > 0:
+            draws.append(corr(a[i], t[i]) - corr(b[i], t[i]))
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return Difference(float(corr(a, t) - corr(b, t)), float(low), float(high), len(a))

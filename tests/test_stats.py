@@ -40,3 +40,18 @@ def test_compare_magnitudes_separates_what_differs_and_not_what_does_not():
     assert same["mann_whitney_p"] > 0.01 and abs(same["p_superiority"] - 0.5) < 0.03
     apart = compare_magnitudes(10 + rng.random(50), rng.random(50))
     assert apart["p_superiority"] == 1.0 and apart["mann_whitney_p"] < 1e-15
+
+
+def test_correlation_difference_is_paired():
+    from experiments.stats import correlation_difference
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=40)
+    good = truth + 0.1 * rng.normal(size=40)
+    worse = truth + 0.6 * rng.normal(size=40)
+    d = correlation_difference(good, worse, truth)
+    assert d.low < d.difference < d.high and d.low > 0  # clearly better, paired
+    same = correlation_difference(good, good + 1e-9 * rng.normal(size=40), truth)
+    assert abs(same.difference) < 1e-6 and same.high - same.low < 1e-6
+    with pytest.raises(ValueError, match="method"):
+        correlation_difference(good, worse, truth, method="kendall")
