@@ -96,20 +96,29 @@ def _methods_panel(ax: Axes, rows: Sequence[Row]) -> None:
     ax.set_xlabel("correlation with the ground truth")
 
 
-def cost_figure(cases: Mapping[str, Sequence[Row]], *, key: str = "lds") -> plt.Figure:
-    """Seconds (log scale) against the LDS (or ``key``), one point per method and case."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for marker, (title, rows) in zip("os", cases.items()):
-        seconds = np.array([max(r["seconds"], 1e-3) for r in rows])
-        values = np.array([r.get(key, np.nan) for r in rows])
-        ax.scatter(seconds, values, marker=marker, label=title)
-        for s, v, r in zip(seconds, values, rows):
-            ax.annotate(
-                r["method"], (s, v), fontsize=6, xytext=(3, 2), textcoords="offset points"
-            )
-    ax.set_xscale("log")
-    ax.set_xlabel("seconds on 2 CPU cores, one torch thread (log scale)")
-    ax.set_ylabel({"lds": "LDS", "pearson": "Pearson r vs LOO"}.get(key, key))
-    ax.legend(fontsize=8)
+def cost_figure(
+    cases: Mapping[str, Sequence[Row]], keys: Sequence[str] = ("spearman", "lds")
+) -> plt.Figure:
+    """Seconds (log scale) against each of ``keys`` (a panel each), one point per method and
+    case; labels alternate above and below so that neighbours stay readable."""
+    names = {"lds": "LDS", "pearson": "Pearson r vs LOO", "spearman": "Spearman vs LOO"}
+    fig, axes = plt.subplots(1, len(keys), figsize=(6.2 * len(keys), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for marker, (title, rows) in zip("os", cases.items()):
+            seconds = np.array([max(r["seconds"], 1e-3) for r in rows])
+            values = np.array([r.get(key, np.nan) for r in rows])
+            ax.scatter(seconds, values, marker=marker, label=title)
+            for rank, i in enumerate(np.argsort(seconds)):
+                ax.annotate(
+                    rows[i]["method"],
+                    (seconds[i], values[i]),
+                    fontsize=6,
+                    xytext=(4, (5, -10, 14)[rank % 3]),
+                    textcoords="offset points",
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds, one torch thread (log scale)")
+        ax.set_ylabel(names.get(key, key))
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
