@@ -40,9 +40,13 @@ def conda_packages() -> dict[str, SpecifierSet]:
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     found = {}
     for entry in env["dependencies"]:
-        assert isinstance(entry, str), (
-            f"environment.yml: nested entries such as {entry!r} are not synced with pyproject"
-        )
+        if isinstance(entry, dict):
+            # packages conda-forge lacks, which conda installs with pip
+            assert set(entry) == {"pip"}, f"environment.yml: unknown entry {entry!r}"
+            for line in entry["pip"]:
+                req = Requirement(line)
+                found[canonicalize_name(req.name)] = req.specifier
+            continue
         name, spec = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)", entry).groups()
         name = canonicalize_name(CONDA_TO_PIP.get(name, name))
         if name not in CONDA_ONLY:
