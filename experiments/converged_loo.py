@@ -159,7 +159,10 @@ def converged_optimum(config: ConvergedConfig = ConvergedConfig()) -> ConvergedO
     return optimum
 
 
-def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]:
+def converged_loo(
+    config: ConvergedConfig = ConvergedConfig(),
+    choose: Callable[[Tensor, int], list[int]] = spread,
+) -> dict[str, Any]:
     """Rung 3: Theorem 1's scores against leave-one-out retraining re-optimized to convergence.
 
     Training: :func:`converged_optimum`. Each removal sets the example's weight in G to 0
@@ -167,7 +170,8 @@ def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]
     Newton iterations with the Hessian at the optimum, then finetuning on the moved
     embedding the same way, each to ``tol``, and measures the summed test loss. The
     prediction is ``-score / m``, with H_G and H_F themselves (CG on H, no damping); the
-    identity ablation is scored on the same removals.
+    identity ablation is scored on the same removals. ``choose(scores, config.removals)``
+    picks the removed examples (default: spread evenly in rank over the scores).
     """
     opt = converged_optimum(config)
     pretrain, finetune, test = opt.pretrain, opt.finetune, opt.test
@@ -189,7 +193,7 @@ def converged_loo(config: ConvergedConfig = ConvergedConfig()) -> dict[str, Any]
         pretrain, finetune, test, pretrain_solver=Identity(), finetune_solver=Identity()
     )
     m = len(pretrain[1])
-    chosen = spread(scores, config.removals)
+    chosen = choose(scores, config.removals)
     at_optimum = snapshot(pre.params), snapshot(fine.params)
     gradient_g = per_example_norms(ms, (pretrain[0][chosen], pretrain[1][chosen]))
     measured, gradients = [], []

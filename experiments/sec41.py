@@ -18,6 +18,7 @@ import torch
 
 from .configs import RETEST_SEED, RETEST_SIZE, SCALES, SECTION_41, TransferConfig
 from .converged_loo import ConvergedConfig, converged_loo
+from .decay_sweep import DecayConfig, decay_point
 from .pipeline import Lab
 from .provenance import provenance
 from .proximal_response import ProximalConfig, proximal_response
@@ -308,6 +309,28 @@ def ladder_study(
 
     for name in rungs:
         lab.store.record(out, done, name, "cpu", lambda: run(name), lab.resolved_device)
+    return done
+
+
+def decay_study(lab: Where, config: DecayConfig = DecayConfig()) -> dict[str, Any]:
+    """Rung 3 against the weight decay (:mod:`.decay_sweep`): each decay of ``config`` written
+    to the lab's ``sec41_decay`` results with its provenance as it finishes."""
+    lab = Lab.of(lab, SECTION)
+    out = f"{SECTION}_decay"
+    done = lab.store.results(out)
+    if lab.device is not None:
+        config = dataclasses.replace(
+            config, converged=dataclasses.replace(config.converged, device=lab.device)
+        )
+    for l2 in config.decays:
+        lab.store.record(
+            out,
+            done,
+            f"l2={l2:g}",
+            "cpu",
+            lambda: decay_point(l2, config),  # noqa: B023
+            lab.resolved_device,
+        )
     return done
 
 

@@ -6,6 +6,7 @@ python tools/reproduce.py sec41 --only cifar10-fixed
 python tools/reproduce.py sec41 --retest mnist-fixed --seed 7 --size 30   # measure removals again
 python tools/reproduce.py sec41 --damping      # the damping sweep of the stored MNIST removals
 python tools/reproduce.py sec41 --ladder       # rungs 3 and 2 of the ladder of ground truths
+python tools/reproduce.py sec41 --decay        # rung 3 against the weight decay
 python tools/reproduce.py methods              # the methods chapter's comparison (about an hour)
 
 The results go to ``book/results/<section>.json`` (``--results`` names another folder); trained
@@ -72,6 +73,12 @@ def _arguments() -> argparse.ArgumentParser:
         "<section>_ladder.json)",
     )
     parser.add_argument(
+        "--decay",
+        action="store_true",
+        help="instead of running, rerun rung 3 of the ladder at smaller weight decays "
+        "(writes <section>_decay.json)",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=configs.RETEST_SEED,
@@ -89,13 +96,16 @@ def main() -> None:
     store = ResultsStore(args.results)
     lab = Lab(store, WeightCache.from_env(), args.device)
     if (
-        args.damping or args.ladder is not None or args.retest
+        args.damping or args.decay or args.ladder is not None or args.retest
     ) and args.section != "sec41":
-        parser.error("--damping, --ladder and --retest apply to sec41")
+        parser.error("--damping, --decay, --ladder and --retest apply to sec41")
     written = store.path(args.section)
     if args.damping:
         sec41.damping_study(lab)
         written = store.path("sec41_damping")
+    elif args.decay:
+        sec41.decay_study(lab)
+        written = store.path("sec41_decay")
     elif args.ladder is not None:
         sec41.ladder_study(lab, args.ladder or ("converged", "proximal"))
         written = store.path("sec41_ladder")
