@@ -1,5 +1,6 @@
 """How well predicted effects track measured ones (Pearson's r, Spearman's rho, and r's
-interval), and how two sets of scores differ in magnitude (:func:`compare_magnitudes`)."""
+interval), how two sets of scores differ in magnitude (:func:`compare_magnitudes`), and what
+a few paired seeds can show (:func:`mean_interval`, :func:`seeds_for_power`)."""
 
 from __future__ import annotations
 
@@ -127,3 +128,24 @@ def correlation_difference(
             draws.append(corr(a[i], t[i]) - corr(b[i], t[i]))
     low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return Difference(float(corr(a, t) - corr(b, t)), float(low), float(high), len(a))
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student's t interval for the mean of ``values`` (paired differences, one per seed)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        raise ValueError(f"need at least 2 values for an interval, got {len(x)}")
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def seeds_for_power(
+    sigma: float, delta: float, power: float = 0.8, level: float = 0.05
+) -> int:
+    """The fewest paired seeds whose two-sided test at ``level`` detects a true mean difference
+    ``delta`` with probability ``power``, for a per-seed standard deviation ``sigma`` taken as
+    known: the smallest n with Phi(|delta| sqrt(n) / sigma - z_{1 - level/2}) >= power."""
+    if sigma <= 0 or delta == 0:
+        raise ValueError(f"need sigma > 0 and delta != 0, got {sigma} and {delta}")
+    z = stats.norm.ppf(1 - level / 2) + stats.norm.ppf(power)
+    return max(1, int(np.ceil((z * sigma / abs(delta)) ** 2)))

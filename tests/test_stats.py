@@ -1,4 +1,4 @@
-"""experiments.stats.compare_magnitudes: how two sets of scores differ in magnitude."""
+"""experiments.stats: magnitudes of two sets of scores, paired differences, seeds and power."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from experiments.stats import compare_magnitudes
+from experiments.stats import compare_magnitudes, mean_interval, seeds_for_power
 
 
 def test_compare_magnitudes_matches_numpy_and_scipy():
@@ -55,3 +55,30 @@ def test_correlation_difference_is_paired():
     assert abs(same.difference) < 1e-6 and same.high - same.low < 1e-6
     with pytest.raises(ValueError, match="method"):
         correlation_difference(good, worse, truth, method="kendall")
+
+
+def test_mean_interval_is_students_t():
+    values = [0.008875, -0.011125, -0.0055]  # sec42's three top-minus-none differences
+    low, high = mean_interval(values)
+    expected = scipy_stats.t.interval(
+        0.95, 2, loc=np.mean(values), scale=scipy_stats.sem(values)
+    )
+    assert (low, high) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        mean_interval([1.0])
+
+
+def test_seeds_for_power_is_the_smallest_n_that_reaches_the_power():
+    sigma, delta = 0.0103, 0.0021
+    n = seeds_for_power(sigma, delta)
+    z = scipy_stats.norm.ppf(0.975)
+
+    def power(k: int) -> float:
+        return scipy_stats.norm.cdf(delta * np.sqrt(k) / sigma - z)
+
+    assert power(n) >= 0.8 > power(n - 1)
+    # by simulation: a z-test on n paired seeds rejects in about 80% of 20,000 experiments
+    rng = np.random.default_rng(0)
+    means = rng.normal(delta, sigma / np.sqrt(n), size=20_000)
+    assert abs(np.mean(np.abs(means) > z * sigma / np.sqrt(n)) - 0.8) < 0.02
+    assert seeds_for_power(sigma, -delta) == n

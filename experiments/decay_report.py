@@ -1,0 +1,121 @@
+"""Rung 3 against the weight decay as section 4.1 reports it: a table, a figure, the facts.
+
+Reads ``book/results/sec41_decay.json`` (``python -m tools.reproduce sec41 --decay``,
+:mod:`.decay_sweep`): at each weight decay, converged leave-one-out of the examples with the
+largest scores and of examples drawn at random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .ladder_report import converged_worst
+from .stats import Agreement
+
+GROUPS = {"top": "largest |score|", "random": "drawn at random"}
+Point = dict[str, Any]
+
+
+def points(done: Mapping[str, Any]) -> list[Point]:
+    """One row a weight decay, largest first, with each group's r, interval and size ratios."""
+    out = []
+    for run in done.values():
+        point: Point = {"l2": run["l2"], "isolated": run["isolated"]}
+        if run["isolated"]:
+            push, worst = converged_worst(run)
+            point |= {
+                "lambda_min": run["hessian_extremes"][0],
+                "lambda_max": run["hessian_extremes"][1],
+                "worst_gradient": worst,
+                "smallest_push": push,
+            }
+            for name, group in run["groups"].items():
+                a = Agreement(**group["agreement"])
+                ratios = np.asarray(group["ratios"])
+                point[name] = {
+                    "r": a.pearson_r,
+                    "rho": a.spearman_rho,
+                    "interval": a.interval(),
+                    "n": a.n,
+                    "identity_r": group["identity"]["pearson_r"],
+                    "ratios": ratios.tolist(),
+                    "median_ratio": float(np.median(ratios)),
+                    "ratio_range": (float(ratios.min()), float(ratios.max())),
+                }
+        out.append(point)
+    return sorted(out, key=lambda p: -p["l2"])
+
+
+def table(rows: Sequence[Point]) -> str:
+    """Markdown: per weight decay and group, r [interval], Spearman, measured/predicted."""
+    lines = [
+        "| weight decay | H_G's smallest eigenvalue | removals | Pearson r [95%] | Spearman "
+        "| measured / predicted: median (range) | identity r |",
+        "|---|---:|---|---|---:|---|---:|",
+    ]
+    for p in rows:
+        if not p["isolated"]:
+            lines.append(f"| {p['l2']:g} | not positive definite | | | | | |")
+            continue
+        for name, label in GROUPS.items():
+            g = p[name]
+            low, high = g["interval"]
+            lines.append(
+                f"| {p['l2']:g} | {p['lambda_min']:.1e} | {g['n']} {label} | "
+                f"{g['r']:.3f} [{low:.2f}, {high:.2f}] | {g['rho']:.2f} | "
+                f"{g['median_ratio']:.2f} ({g['ratio_range'][0]:.2f} to "
+                f"{g['ratio_range'][1]:.2f}) | {g['identity_r']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def figure(rows: Sequence[Point]) -> plt.Figure:
+    """Left: Pearson r against the weight decay, per group, with Fisher intervals. Right: each
+    removal's measured / predicted change (1 where the first order holds), on a log scale."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    shown = [p for p in rows if p["isolated"]]
+    decays = np.array([p["l2"] for p in shown])
+    for k, (name, label) in enumerate(GROUPS.items()):
+        r = np.array([p[name]["r"] for p in shown])
+        low, high = np.array([p[name]["interval"] for p in shown]).T
+        shift = 1.06 if k else 1 / 1.06  # side by side at each decay
+        left.errorbar(
+            decays * shift,
+            r,
+            yerr=[r - low, high - r],
+            marker="o",
+            capsize=3,
+            label=f"{label}",
+        )
+        for p in shown:
+            ratios = np.asarray(p[name]["ratios"])
+            right.scatter(
+                np.full(len(ratios), p["l2"] * shift),
+                np.abs(ratios),
+                s=14,
+                alpha=0.7,
+                color=f"C{k}",
+                label=label if p is shown[0] else None,
+            )
+    left.set(
+        xscale="log",
+        xlabel="weight decay",
+        ylabel="Pearson r, predicted vs retrained",
+        title="Agreement with converged leave-one-out",
+    )
+    left.legend(loc="lower right")
+    right.axhline(1.0, color="0.4", lw=1, ls="--")
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="weight decay",
+        ylabel="|measured / predicted|",
+        title="Size of each removal against its prediction",
+    )
+    right.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
