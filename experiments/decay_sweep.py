@@ -33,7 +33,7 @@ class DecayConfig:
     """The sweep: rung 3's network and data at each weight decay of ``decays``."""
 
     decays: tuple[float, ...] = DECAYS
-    per_group: int = 12  # removals of the top-scored group, and as many random ones
+    per_group: int = 8  # removals of the top-scored group, and as many random ones
     converged: ConvergedConfig = ConvergedConfig()
     seed: int = 0  # the random group's draw
 

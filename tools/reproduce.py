@@ -6,7 +6,7 @@ python tools/reproduce.py sec41 --only cifar10-fixed
 python tools/reproduce.py sec41 --retest mnist-fixed --seed 7 --size 30   # measure removals again
 python tools/reproduce.py sec41 --damping      # the damping sweep of the stored MNIST removals
 python tools/reproduce.py sec41 --ladder       # rungs 3 and 2 of the ladder of ground truths
-python tools/reproduce.py sec41 --decay        # rung 3 against the weight decay
+python tools/reproduce.py sec41 --decay        # rung 3 against the weight decay (--decay 0.01: one)
 python tools/reproduce.py methods              # the methods chapter's comparison (about an hour)
 
 The results go to ``book/results/<section>.json`` (``--results`` names another folder); trained
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from experiments import configs, methods, sec41, sec42, sec43, sec44, sec45
 from experiments.cache import WeightCache
+from experiments.decay_sweep import DecayConfig
 from experiments.pipeline import Lab
 from experiments.store import ResultsStore
 
@@ -74,9 +75,11 @@ def _arguments() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--decay",
-        action="store_true",
-        help="instead of running, rerun rung 3 of the ladder at smaller weight decays "
-        "(writes <section>_decay.json)",
+        nargs="*",
+        type=float,
+        metavar="L2",
+        help="instead of running, rerun rung 3 of the ladder at these weight decays "
+        "(default: experiments.decay_sweep.DECAYS; writes <section>_decay.json)",
     )
     parser.add_argument(
         "--seed",
@@ -96,15 +99,16 @@ def main() -> None:
     store = ResultsStore(args.results)
     lab = Lab(store, WeightCache.from_env(), args.device)
     if (
-        args.damping or args.decay or args.ladder is not None or args.retest
+        args.damping or args.decay is not None or args.ladder is not None or args.retest
     ) and args.section != "sec41":
         parser.error("--damping, --decay, --ladder and --retest apply to sec41")
     written = store.path(args.section)
     if args.damping:
         sec41.damping_study(lab)
         written = store.path("sec41_damping")
-    elif args.decay:
-        sec41.decay_study(lab)
+    elif args.decay is not None:
+        config = DecayConfig(decays=tuple(args.decay)) if args.decay else DecayConfig()
+        sec41.decay_study(lab, config)
         written = store.path("sec41_decay")
     elif args.ladder is not None:
         sec41.ladder_study(lab, args.ladder or ("converged", "proximal"))
