@@ -14,6 +14,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.axes import Axes
 
+from .damping_report import stopped
 from .stats import Agreement, agreement
 
 PALETTE = "colorblind"
@@ -429,6 +430,16 @@ def damping_sweep(
                 ms=4,
                 label=f"{stage} damping on {on}",
             )
+            short = [r for r in rows if stopped(r)]
+            left.plot(  # CG stopped above its tolerance: hollow
+                [r["damping"] for r in short],
+                [r["controlled"]["pearson_r"] for r in short],
+                style[-1],
+                color=color,
+                mfc="white",
+                ms=5,
+                label="_",
+            )
     left.axhline(
         sweep["identity"]["controlled"]["pearson_r"],
         color=colors[1],
@@ -456,7 +467,7 @@ def damping_sweep(
     left.set_xlabel("damping $\\lambda$ (mean Hessian)")
     left.set_ylabel("Pearson r against the measured changes")
     left.legend(fontsize=7, loc="best")
-    left.set_title("What damping does to r (chosen post hoc, it proves nothing)")
+    left.set_title("What damping does to r (hollow: CG stopped short)")
     ritz = np.asarray(sweep["ritz_values"], dtype=float)
     right.scatter(
         np.abs(ritz),

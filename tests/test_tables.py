@@ -196,10 +196,15 @@ def test_damping_table_has_one_row_a_damping_and_skips_undefined_cells():
     if "controlled" in row:
         at = dampings.index(row["damping"])
         column = damping_report.COLUMNS.index((row["stage"], row["on"])) + 1
-        assert (
-            rows[at][column]
-            == f"{row['controlled']['pearson_r']:.2f} ({row['iterations']} it.)"
+        assert rows[at][
+            column
+        ] == f"{row['controlled']['pearson_r']:.2f} ({row['iterations']} it.)" + (
+            " †" if damping_report.stopped(row) else ""
         )
+    marked = sum(cell.endswith("†") for row in rows for cell in row)
+    assert marked == sum(
+        damping_report.stopped(r) for r in sweep["rows"] if "controlled" in r
+    )
 
 
 def test_section_43_to_45_tables_on_the_stored_runs():

@@ -219,7 +219,14 @@ def test_damping_paragraph_reads_the_stored_sweep():
         (r for r in sweep["rows"] if "controlled" in r),
         key=lambda r: r["controlled"]["pearson_r"],
     )
-    assert f"The largest r on the grid, {best['controlled']['pearson_r']:.2f}" in text
+    assert damping_report.stopped(best)  # the stored grid's best is a truncated solve
+    assert f"the largest on the whole grid, {best['controlled']['pearson_r']:.2f}" in text
+    for stage, row in damping_report.best_converged(sweep).items():
+        assert not damping_report.stopped(row) and row["stage"] == stage
+        assert (
+            f"{row['controlled']['pearson_r']:.2f} for {damping_report.STAGES[stage]}"
+            in text
+        )
 
 
 def test_magnitude_tests_state_the_stored_comparison():
