@@ -149,3 +149,12 @@ def seeds_for_power(
         raise ValueError(f"need sigma > 0 and delta != 0, got {sigma} and {delta}")
     z = stats.norm.ppf(1 - level / 2) + stats.norm.ppf(power)
     return max(1, int(np.ceil((z * sigma / abs(delta)) ** 2)))
+
+
+def format_r(a: Agreement, level: float = 0.95) -> str:
+    """Pearson's r with its Fisher interval, to as many decimals as 1 - |r| needs: 0.99996 is
+    not printed as 1.0000, and its interval shows how close to 1 the data allow."""
+    low, high = a.interval(level)
+    gap = 1 - abs(a.pearson_r)
+    decimals = 2 if gap >= 0.01 else min(6, int(np.floor(-np.log10(max(gap, 1e-9)))) + 2)
+    return f"{a.pearson_r:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"

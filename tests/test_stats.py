@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from experiments.stats import compare_magnitudes, mean_interval, seeds_for_power
+from experiments.stats import (
+    Agreement,
+    compare_magnitudes,
+    format_r,
+    mean_interval,
+    seeds_for_power,
+)
 
 
 def test_compare_magnitudes_matches_numpy_and_scipy():
@@ -82,3 +88,10 @@ def test_seeds_for_power_is_the_smallest_n_that_reaches_the_power():
     means = rng.normal(delta, sigma / np.sqrt(n), size=20_000)
     assert abs(np.mean(np.abs(means) > z * sigma / np.sqrt(n)) - 0.8) < 0.02
     assert seeds_for_power(sigma, -delta) == n
+
+
+def test_format_r_shows_how_far_from_one():
+    # two significant digits of 1 - r, the interval to the same decimals (Fisher's z)
+    assert format_r(Agreement(0.99996, 0.99, 16)) == "0.999960 [0.999881, 0.999987]"
+    assert format_r(Agreement(0.9993, 0.99, 40)) == "0.99930 [0.99867, 0.99963]"
+    assert format_r(Agreement(0.42, 0.4, 20)) == "0.42 [-0.03, 0.73]"
