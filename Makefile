@@ -3,7 +3,10 @@
 #   make book FULL=1   the same at full scale
 #   make test          pytest: the library, every chapter at quick scale, the book in headless Chromium
 #   make bench         the benchmarks of bench/ (ratios, not seconds)
-#   make assignments   solution-free chapters for a class, in _build/assignments/
+#   make assignments   the nbgrader course in _build/course (source/ -> release/), and plain
+#                      solution-free chapters in _build/assignments/
+#   make grade SUBMISSIONS=dir   autograde dir/<student>/<chapter>.ipynb with nbgrader, write
+#                      feedback and _build/course/grades.csv
 #   make style         ruff: lint and format check (pyproject.toml [tool.ruff]); make format fixes
 #   make reproduce     a section's full-scale experiments (SECTION=sec41 SCALE=cpu|paper DEVICE=auto|cpu|cuda), into book/results/
 SHELL := /bin/bash
@@ -18,7 +21,7 @@ ifeq ($(origin INFLUENCE_DATA), undefined)
   endif
 endif
 
-.PHONY: venv book test bench assignments reproduce style format clean
+.PHONY: venv book test bench assignments grade reproduce style format clean
 
 venv: $(INSTALLED)
 
@@ -41,9 +44,16 @@ test: $(INSTALLED)
 bench: $(INSTALLED)
 	$(PYTHON) bench/run.py
 
-# Solution-free copies of the chapters, for classroom use: _build/assignments/
+# For classroom use: solution-free copies of the chapters in _build/assignments/, and the
+# nbgrader course in _build/course/ (tools/classroom.py; offline, no JupyterHub).
 assignments: $(INSTALLED)
 	$(PYTHON) tools/make_assignments.py
+	$(PYTHON) -m tools.classroom assignments
+
+# Autograde a folder of submissions, SUBMISSIONS/<student>/<chapter>.ipynb: grades.csv and feedback
+grade: $(INSTALLED)
+	@test -n "$(SUBMISSIONS)" || { echo "make grade needs SUBMISSIONS=dir, a folder of <student>/<chapter>.ipynb" >&2; exit 2; }
+	$(PYTHON) -m tools.classroom grade "$(SUBMISSIONS)"
 
 # A section's full-scale run, written to book/results/: make reproduce SECTION=sec41 [SCALE=paper] [DEVICE=cuda]
 SECTION ?= sec41

@@ -135,6 +135,20 @@ def test_solutions_are_hidden_in_the_rendered_book(path: Path):
             )
 
 
+@pytest.mark.parametrize("path", EXERCISE_CHAPTERS, ids=_id)
+def test_every_solution_dropdown_is_tagged(path: Path):
+    # An untagged dropdown is folded in the book but handed out by `make assignments`.
+    for group in exercises(_read(path)):
+        for cell in group:
+            if cell.cell_type == "markdown" and cell.source.lstrip().startswith(
+                "```{admonition} Solution"
+            ):
+                assert is_solution(cell), (
+                    f"{path.name}, {group[0].source.splitlines()[0]!r}: tag the solution "
+                    "dropdown 'solution'"
+                )
+
+
 def test_make_assignments_strips_solutions_and_keeps_the_rest(tmp_path: Path):
     done = subprocess.run(
         [sys.executable, str(TOOL), "--out", str(tmp_path)],
