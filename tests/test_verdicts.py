@@ -20,7 +20,7 @@ from experiments import (
     paper_numbers,
     verdicts,
 )
-from experiments.stats import Agreement
+from experiments.stats import Agreement, format_r
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
 
@@ -183,11 +183,15 @@ def test_the_ladder_paragraphs_state_the_stored_numbers():
     push, worst = ladder_report.converged_worst(c)
     assert worst < 1e-3 * push
     assert paragraphs[0].startswith("**Rung 3.**")
-    assert f"r = {c['agreement']['pearson_r']:.3f}" in paragraphs[0]
+    assert f"r = {format_r(Agreement(**c['agreement']))}" in paragraphs[0]
+    assert f"by {diagnostics.size_gap(c):.1%} in relative norm" in paragraphs[0]
     p = ladder["proximal"]
     (mnist,) = [t for t in paragraphs if t.startswith("**Rung 2, the stored MNIST")]
-    assert f"r = {p['agreement']['pearson_r']:.4f}" in mnist
+    assert f"r = {format_r(Agreement(**p['agreement']))}" in mnist
     assert f"by {diagnostics.size_gap(p):.1%} in relative norm" in mnist
+    eff = ladder_report.effective(p)
+    assert eff["n"] + eff["at_floor"] == p["agreement"]["n"]
+    assert f"the effective n is {eff['n']}" in mnist
     assert paragraphs[-1] == ladder_report.rung1_paragraph(rung1, m1)
     assert "mean of 2 batch orders (seeds 1, 7), r = 0.20 (n = 30)" in paragraphs[-1]
     assert ("**Case 2, the first attempt.**" in "".join(paragraphs)) == (
