@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .ladder_report import converged_worst
-from .stats import Agreement
+from .stats import Agreement, format_r
 
-GROUPS = {"top": "largest |score|", "random": "drawn at random"}
+GROUPS = {"top": "top-scored", "random": "drawn at random"}
 Point = dict[str, Any]
 
 
@@ -63,10 +63,9 @@ def table(rows: Sequence[Point]) -> str:
             continue
         for name, label in GROUPS.items():
             g = p[name]
-            low, high = g["interval"]
             lines.append(
                 f"| {p['l2']:g} | {p['lambda_min']:.1e} | {g['n']} {label} | "
-                f"{g['r']:.3f} [{low:.2f}, {high:.2f}] | {g['rho']:.2f} | "
+                f"{format_r(Agreement(g['r'], g['rho'], g['n']))} | {g['rho']:.2f} | "
                 f"{g['median_ratio']:.2f} ({g['ratio_range'][0]:.2f} to "
                 f"{g['ratio_range'][1]:.2f}) | {g['identity_r']:.2f} |"
             )
@@ -75,7 +74,8 @@ def table(rows: Sequence[Point]) -> str:
 
 def figure(rows: Sequence[Point]) -> plt.Figure:
     """Left: Pearson r against the weight decay, per group, with Fisher intervals. Right: each
-    removal's measured / predicted change (1 where the first order holds), on a log scale."""
+    removal's measured / predicted change (1 where the first order holds), on a log scale, a
+    cross where the measured change has the opposite sign."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     shown = [p for p in rows if p["isolated"]]
     decays = np.array([p["l2"] for p in shown])
@@ -93,14 +93,16 @@ def figure(rows: Sequence[Point]) -> plt.Figure:
         )
         for p in shown:
             ratios = np.asarray(p[name]["ratios"])
-            right.scatter(
-                np.full(len(ratios), p["l2"] * shift),
-                np.abs(ratios),
-                s=14,
-                alpha=0.7,
-                color=f"C{k}",
-                label=label if p is shown[0] else None,
-            )
+            for sign, marker in ((ratios > 0, "o"), (ratios <= 0, "x")):
+                right.scatter(
+                    np.full(sign.sum(), p["l2"] * shift),
+                    np.abs(ratios[sign]),
+                    s=18,
+                    alpha=0.8,
+                    color=f"C{k}",
+                    marker=marker,
+                    label=label if p is shown[0] and marker == "o" else None,
+                )
     left.set(
         xscale="log",
         xlabel="weight decay",
@@ -114,7 +116,7 @@ def figure(rows: Sequence[Point]) -> plt.Figure:
         yscale="log",
         xlabel="weight decay",
         ylabel="|measured / predicted|",
-        title="Size of each removal against its prediction",
+        title="Each removal against its prediction (x: opposite sign)",
     )
     right.legend(loc="upper right")
     fig.tight_layout()
