@@ -103,16 +103,7 @@ def remove_and_retrain(
         g_pre = newton_to_tol(opt.pre, lambda: opt.hessian_g, tol)
         opt.pre.weights = None
     else:
-        idx = kept.nonzero().squeeze(1).to(device)
-        subset = StageObjective(
-            opt.pre.params,
-            opt.pre.forward,
-            opt.pretrain[0][idx],
-            opt.pretrain[1][idx],
-            l2=opt.pre.l2,
-            weights=torch.full((len(idx),), 1 / m, dtype=torch.float64, device=device),
-        )
-        g_pre = fit_lbfgs(subset, tol=subset_tol)
+        g_pre = fit_lbfgs(opt.kept_objective(kept), tol=subset_tol)
     g_fine = ft.refinetune()
     change = ft.test_loss() - original
     restore(opt.pre.params, saved[0])

@@ -111,6 +111,21 @@ class ConvergedOptimum:
         """The summed test loss of the finetuned model as it is now."""
         return summed_loss(lambda x: self.fhead(self.emb(x)), self.test)
 
+    def kept_objective(self, kept: Tensor) -> StageObjective:
+        """G over the pretraining examples ``kept`` marks, each at its weight 1/m: the
+        removed ones drop out and the others keep theirs (the book's removal convention)."""
+        x, y = self.pretrain
+        idx = kept.nonzero().squeeze(1).to(x.device)
+        m = len(y)
+        return StageObjective(
+            self.pre.params,
+            self.pre.forward,
+            x[idx],
+            y[idx],
+            l2=self.pre.l2,
+            weights=torch.full((len(idx),), 1 / m, dtype=torch.float64, device=x.device),
+        )
+
 
 def converged_optimum(config: ConvergedConfig = ConvergedConfig()) -> ConvergedOptimum:
     """Rung 3's optimum: Adam, then L-BFGS, then Newton steps with the dense Hessian there (852

@@ -40,7 +40,6 @@ from .converged_loo import ConvergedConfig, ConvergedOptimum, converged_optimum
 from .fit import fit_lbfgs, restore, snapshot
 from .lds import lds, random_subsets, subset_predictions
 from .lissa import LiSSA
-from .objectives import StageObjective
 from .removals import spread
 from .stats import agreement
 
@@ -298,23 +297,11 @@ def subset_effects(
     """Each subset's measured change of the summed test loss: pretraining re-optimized on the
     kept examples (weights 1/m, the removed 0) from the optimum by L-BFGS to ``tol``, then
     finetuning on the moved embedding to rung 3's tolerance."""
-    m = len(opt.pretrain[1])
     original = opt.test_loss()
     at_optimum = snapshot(opt.pre.params), snapshot(opt.fine.params)
     effects, gradients = [], []
     for mask in progress(kept, desc="LDS subsets"):
-        idx = mask.nonzero().squeeze(1).to(opt.pretrain[0].device)
-        subset = StageObjective(
-            opt.pre.params,
-            opt.pre.forward,
-            opt.pretrain[0][idx],
-            opt.pretrain[1][idx],
-            l2=opt.pre.l2,
-            weights=torch.full(
-                (len(idx),), 1 / m, dtype=torch.float64, device=idx.device
-            ),
-        )
-        g_pre = fit_lbfgs(subset, tol=tol)
+        g_pre = fit_lbfgs(opt.kept_objective(mask), tol=tol)
         _, g_fine = opt.refinetune()
         effects.append(opt.test_loss() - original)
         gradients.append((g_pre, g_fine))
