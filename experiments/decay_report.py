@@ -33,10 +33,13 @@ def points(done: Mapping[str, Any]) -> list[Point]:
                 "worst_gradient": worst,
                 "smallest_push": push,
             }
+            k = len(run["groups"]["top"]["ratios"])
+            pushes = np.asarray(run["removed_gradient_norms"]) / run["m"]
             for name, group in run["groups"].items():
                 a = Agreement(**group["agreement"])
                 ratios = np.asarray(group["ratios"])
                 point[name] = {
+                    "pushes": (pushes[:k] if name == "top" else pushes[k:]).tolist(),
                     "r": a.pearson_r,
                     "rho": a.spearman_rho,
                     "interval": a.interval(),
@@ -48,6 +51,30 @@ def points(done: Mapping[str, Any]) -> list[Point]:
                 }
         out.append(point)
     return sorted(out, key=lambda p: -p["l2"])
+
+
+def reach(rows: Sequence[Point], scale: float = 0.1) -> dict[str, Any]:
+    """How far the first order reaches, read on the push ``||grad g(z)|| / m`` over the weight
+    decay ``l2``, the curvature every direction is guaranteed: every removal below ``scale``
+    with its largest relative miss ``|measured / predicted - 1|``, and how many above it
+    missed by more than a fifth."""
+    removals = [
+        (push / p["l2"], ratio)
+        for p in rows
+        if p["isolated"]
+        for name in GROUPS
+        for push, ratio in zip(p[name]["pushes"], p[name]["ratios"])
+    ]
+    below = [abs(r - 1) for x, r in removals if x < scale]
+    above = [abs(r - 1) for x, r in removals if x >= scale]
+    return {
+        "scale": scale,
+        "below": len(below),
+        "worst_below": max(below, default=float("nan")),
+        "above": len(above),
+        "missed_above": sum(d > 0.2 for d in above),
+        "worst_above": max(above, default=float("nan")),
+    }
 
 
 def table(rows: Sequence[Point]) -> str:
@@ -74,8 +101,8 @@ def table(rows: Sequence[Point]) -> str:
 
 def figure(rows: Sequence[Point]) -> plt.Figure:
     """Left: Pearson r against the weight decay, per group, with Fisher intervals. Right: each
-    removal's measured / predicted change (1 where the first order holds), on a log scale, a
-    cross where the measured change has the opposite sign."""
+    removal's measured / predicted change (1 where the first order holds) against its push over
+    the weight decay (:func:`reach`), a cross where the measured change has the opposite sign."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     shown = [p for p in rows if p["isolated"]]
     decays = np.array([p["l2"] for p in shown])
@@ -91,18 +118,19 @@ def figure(rows: Sequence[Point]) -> plt.Figure:
             capsize=3,
             label=f"{label}",
         )
-        for p in shown:
-            ratios = np.asarray(p[name]["ratios"])
-            for sign, marker in ((ratios > 0, "o"), (ratios <= 0, "x")):
-                right.scatter(
-                    np.full(sign.sum(), p["l2"] * shift),
-                    np.abs(ratios[sign]),
-                    s=18,
-                    alpha=0.8,
-                    color=f"C{k}",
-                    marker=marker,
-                    label=label if p is shown[0] and marker == "o" else None,
-                )
+    for j, p in enumerate(shown):
+        x = np.array([u / p["l2"] for n in GROUPS for u in p[n]["pushes"]])
+        ratios = np.array([v for n in GROUPS for v in p[n]["ratios"]])
+        for sign, marker in ((ratios > 0, "o"), (ratios <= 0, "x")):
+            right.scatter(
+                x[sign],
+                np.abs(ratios[sign]),
+                s=18,
+                alpha=0.8,
+                color=f"C{j + 2}",
+                marker=marker,
+                label=f"weight decay {p['l2']:g}" if marker == "o" else None,
+            )
     left.set(
         xscale="log",
         xlabel="weight decay",
@@ -111,13 +139,14 @@ def figure(rows: Sequence[Point]) -> plt.Figure:
     )
     left.legend(loc="lower right")
     right.axhline(1.0, color="0.4", lw=1, ls="--")
+    right.axvline(reach(rows)["scale"], color="0.6", lw=1, ls=":")
     right.set(
         xscale="log",
         yscale="log",
-        xlabel="weight decay",
+        xlabel="push over weight decay, ‖∇g(z)‖ / (m λ)",
         ylabel="|measured / predicted|",
         title="Each removal against its prediction (x: opposite sign)",
     )
-    right.legend(loc="upper right")
+    right.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
