@@ -125,8 +125,14 @@ def test_ladder_and_damping_figures_draw_what_they_are_given():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["3", "1"]
     assert len(ax.containers) == 3  # two scores and one identity, each with its interval
     rows = [
-        {"stage": "pretrain", "on": "H^2", "damping": d, "controlled": {"pearson_r": r}}
-        for d, r in ((1e-4, 0.1), (1e-2, -0.2))
+        {
+            "stage": "pretrain",
+            "on": "H^2",
+            "damping": d,
+            "controlled": {"pearson_r": r},
+            "relative_residual": residual,
+        }
+        for d, r, residual in ((1e-4, 0.1, 3e-2), (1e-2, -0.2, 1e-7))
     ] + [{"stage": "pretrain", "on": "H", "damping": 1e-4, "skipped": "not PD"}]
     sweep = {
         "rows": rows,
@@ -139,4 +145,6 @@ def test_ladder_and_damping_figures_draw_what_they_are_given():
         line for line in left.get_lines() if line.get_label().startswith("pretrain")
     ]
     assert list(curve.get_ydata()) == [0.1, -0.2]  # the skipped row is not drawn
+    hollow = [line for line in left.get_lines() if line.get_markerfacecolor() == "white"]
+    assert [list(line.get_ydata()) for line in hollow] == [[0.1]]  # stopped short
     assert left.get_xscale() == "log" and right.get_xscale() == "log"
