@@ -14,7 +14,8 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
   :mod:`.transfer_training` trains both stages, :mod:`.cache` keeps the weights;
 - score and validate: :mod:`.scoring` (:mod:`.scale_out` on several processes),
   :mod:`.validation`, :mod:`.evaluation`, :mod:`.removals`, the ladder's rungs
-  :mod:`.converged_loo` and :mod:`.proximal_response`, and section 4.5's
+  :mod:`.converged_loo` and :mod:`.proximal_response`, rung 3 against the weight decay
+  :mod:`.decay_sweep`, and section 4.5's
   :mod:`.nlp_training`, :mod:`.nlp_scoring`, :mod:`.nlp_check` and :mod:`.nlp_table`;
 - record: :mod:`.records` (JSON), :mod:`.store` (a folder of results files, passed in),
   :mod:`.provenance`; :mod:`.pipeline` holds a config, its cache and its store together;
@@ -23,7 +24,7 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
   :mod:`.converged_case2` for Case 2), :mod:`.lissa`, :mod:`.ekfac` (kronfluence's EK-FAC),
   :mod:`.lds` (the linear datamodeling score) and :mod:`.methods_report`;
 - read: :mod:`.stats`, :mod:`.diagnostics`, :mod:`.verdicts`, :mod:`.tables`,
-  :mod:`.ladder_report`, :mod:`.damping_report`, :mod:`.plots`, :mod:`.result_figures`,
+  :mod:`.ladder_report`, :mod:`.damping_report`, :mod:`.decay_report`, :mod:`.plots`, :mod:`.result_figures`,
   :mod:`.diagrams`.
 
 It needs the ``experiments`` extra: torchvision, numpy, scipy, matplotlib, seaborn, kronfluence.
