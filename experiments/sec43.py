@@ -21,7 +21,7 @@ from .evaluation import accuracy
 from .pipeline import Lab
 from .records import rounded
 from .scoring import describe_solvers, solvers_for
-from .stats import compare_magnitudes
+from .stats import paired_magnitudes
 from .store import ResultsStore
 from .transfer_data import TransferData, subsample
 from .transfer_training import TrainedTransfer
@@ -100,7 +100,7 @@ def run_similarity(scale: str = "cpu", lab: Lab | None = None) -> dict[str, Any]
     return {
         "config": {t: c.as_dict() for t, c in configs.items()},
         "tasks": tasks,
-        "comparison": compare_magnitudes(vectors["A"]["scores"], vectors["B"]["scores"]),
+        "comparison": paired_magnitudes(vectors["A"]["scores"], vectors["B"]["scores"]),
         "cosine_u": _cosine(vectors["A"]["u"], vectors["B"]["u"]),
         "cosine_v2": _cosine(vectors["A"]["v2"], vectors["B"]["v2"]),
         "pearson_scores": _cosine(

@@ -21,7 +21,7 @@ from .configs import TransferConfig, section44
 from .evaluation import accuracy
 from .pipeline import Lab
 from .records import scores_record
-from .stats import compare_magnitudes
+from .stats import paired_magnitudes
 from .store import ResultsStore
 from .transfer_data import TransferData
 from .transfer_training import TrainedTransfer
@@ -105,7 +105,7 @@ def run_finetune_size(scale: str = "cpu", lab: Lab | None = None) -> dict[str, A
     return {
         "config": {n: c.as_dict() for n, c in configs.items()},
         "models": models,
-        "comparison": compare_magnitudes(models["C"]["scores"], models["D"]["scores"]),
+        "comparison": paired_magnitudes(models["C"]["scores"], models["D"]["scores"]),
     }
 
 

@@ -79,6 +79,35 @@ def compare_magnitudes(
     }
 
 
+def paired_magnitudes(
+    first: Sequence[float] | np.ndarray, second: Sequence[float] | np.ndarray
+) -> dict[str, float | list[float]]:
+    """Two scorings of the same examples compared example by example, by |score|.
+
+    Two tasks (or models) that share a pretraining score the same z through the same ``H_G``
+    and the same gradient, so their scores are paired and dependent, not two samples: the
+    examples are no replicates, and a two-sample test over them overstates the evidence. This
+    describes the pairs; an interval belongs to the replicates (the trained models), across
+    seeds. ``median_ratio`` is the median of ``|first(z)| / |second(z)|`` over the examples
+    where both are nonzero, ``share_larger`` the share of examples with ``|first| > |second|``.
+    """
+    a = np.abs(np.asarray(first, dtype=float))
+    b = np.abs(np.asarray(second, dtype=float))
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"expected two paired 1-d arrays, got {a.shape} and {b.shape}")
+    both = (a > 0) & (b > 0)
+    log_ratio = np.log10(a[both] / b[both])
+    return {
+        "mean_abs": [float(a.mean()), float(b.mean())],
+        "median_abs": [float(np.median(a)), float(np.median(b))],
+        "ratio_of_means": float(a.mean() / b.mean()),
+        "median_ratio": float(10 ** np.median(log_ratio)),
+        "log10_ratio_quartiles": [float(q) for q in np.percentile(log_ratio, (25, 75))],
+        "share_larger": float(np.mean(a > b)),
+        "pairs": int(both.sum()),
+    }
+
+
 @dataclass(frozen=True)
 class Difference:
     """How much better one predictor tracks the truth than another, on the same items."""

@@ -17,6 +17,7 @@ from experiments.configs import TransferConfig
 from experiments.data import CIFAR10_CLASSES
 from experiments.diagnostics import differences, drawn_removals, interval, sizes
 from experiments.paper_numbers import FIGURE, PAPER_R
+from experiments.stats import paired_magnitudes
 
 Result = Mapping[str, Any]
 
@@ -268,21 +269,21 @@ def similarity_tasks(tasks_by_scale: Mapping[str, Mapping[str, TransferConfig]])
 
 
 def score_comparison(runs: Mapping[str, Result]) -> str:
-    """Section 4.3: the two tasks' |score| distributions compared, one row a run."""
+    """Section 4.3: the two tasks' |scores| compared, one row a run; paired by example
+    (:func:`~experiments.stats.paired_magnitudes`, computed from the run's scores)."""
     rows = [
-        "| run | m | n_t | mean \\|score\\| A | mean \\|score\\| B | ratio A/B | "
-        "median \\|score\\| A | median \\|score\\| B | Mann-Whitney p | KS p | "
-        "P(\\|A\\| > \\|B\\|) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | m | n_t | mean \\|score\\| A | mean \\|score\\| B | ratio of means A/B | "
+        "median of \\|A(z)\\| / \\|B(z)\\| | share with \\|A(z)\\| > \\|B(z)\\| |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, r in runs.items():
-        c, t = r["comparison"], r["tasks"]
+        t = r["tasks"]
+        c = paired_magnitudes(t["A"]["scores"], t["B"]["scores"])
         rows.append(
             f"| {label} | {t['A']['m']:,} | {t['A']['n_test']:,} | "
             f"{c['mean_abs'][0]:.4g} | {c['mean_abs'][1]:.4g} | "
-            f"{c['ratio_of_means']:.2f} | {c['median_abs'][0]:.3g} | "
-            f"{c['median_abs'][1]:.3g} | {c['mann_whitney_p']:.2g} | "
-            f"{c['ks_p']:.2g} | {c['p_superiority']:.3f} |"
+            f"{c['ratio_of_means']:.2f} | {c['median_ratio']:.2f} | "
+            f"{c['share_larger']:.0%} |"
         )
     return "\n".join(rows)
 
@@ -400,4 +401,39 @@ def table1(r: Result) -> str:
             f"| {cell_text(row['max_sentence'])} | "
             f"{row['min_score']:.3g} | {cell_text(row['min_sentence'])} |"
         )
+    return "\n".join(rows)
+
+
+def similarity_replicates(study: Result) -> str:
+    """Section 4.3's converged study: one row a finetuning seed, then the spread over seeds."""
+    lam = study["damping"]
+    rows = [
+        "| finetuning seed | test accuracy A, B | \\|\\|u\\|\\| A, B | residual A, B | "
+        "ratio of means A/B | median of \\|A(z)\\| / \\|B(z)\\| | "
+        "share with \\|A(z)\\| > \\|B(z)\\| |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in study["replicates"]:
+        t, c = r["tasks"], r["comparison"]
+        residual = [
+            next(
+                p["relative_residual"]
+                for p in reversed(t[k]["path"])
+                if p["damping"] == lam
+            )
+            for k in "AB"
+        ]
+        seed = r["finetune_seed"]
+        rows.append(
+            f"| {0 if seed is None else seed}{' (the single run)' if seed is None else ''} | "
+            f"{t['A']['finetune_accuracy']:.1%}, {t['B']['finetune_accuracy']:.1%} | "
+            f"{t['A']['u_norm']:.3g}, {t['B']['u_norm']:.3g} | "
+            f"{residual[0]:.1e}, {residual[1]:.1e} | {c['ratio_of_means']:.2f} | "
+            f"{c['median_ratio']:.2f} | {c['share_larger']:.0%} |"
+        )
+    spread = study["ratio_of_means"]
+    rows.append(
+        f"| all seeds | | | | {spread['mean']:.2f} [{spread['min']:.2f}, "
+        f"{spread['max']:.2f}] | | |"
+    )
     return "\n".join(rows)

@@ -11,6 +11,7 @@ from experiments.stats import (
     compare_magnitudes,
     format_r,
     mean_interval,
+    paired_magnitudes,
     seeds_for_power,
 )
 
@@ -95,3 +96,31 @@ def test_format_r_shows_how_far_from_one():
     assert format_r(Agreement(0.99996, 0.99, 16)) == "0.999960 [0.999881, 0.999987]"
     assert format_r(Agreement(0.9993, 0.99, 40)) == "0.99930 [0.99867, 0.99963]"
     assert format_r(Agreement(0.42, 0.4, 20)) == "0.42 [-0.03, 0.73]"
+
+
+def test_paired_magnitudes_reads_each_example_against_itself():
+    rng = np.random.default_rng(3)
+    b = rng.lognormal(0.0, 3.0, 4001)  # many decades between examples
+    a = -2.0 * b  # every example twice as large on the first scoring, the sign flipped
+    c = paired_magnitudes(a, b)
+    assert c["ratio_of_means"] == pytest.approx(2.0)
+    assert c["median_ratio"] == pytest.approx(2.0)
+    assert c["share_larger"] == 1.0 and c["pairs"] == 4001
+    # the unpaired view of the same data sees far less: examples differ by decades
+    assert compare_magnitudes(a, b)["p_superiority"] < 0.6
+    assert paired_magnitudes(b, a)["median_ratio"] == pytest.approx(0.5)
+
+
+def test_paired_magnitudes_median_and_share_against_numpy():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=1001), rng.normal(size=1001)
+    b[:10] = 0.0  # a zero has no ratio; it still counts in the share
+    c = paired_magnitudes(a, b)
+    keep = b != 0
+    assert c["median_ratio"] == pytest.approx(
+        np.median(np.abs(a[keep] / b[keep])), rel=1e-9
+    )
+    assert c["share_larger"] == pytest.approx(np.mean(np.abs(a) > np.abs(b)))
+    assert c["pairs"] == 991
+    with pytest.raises(ValueError, match="paired"):
+        paired_magnitudes(a, b[:-1])

@@ -211,7 +211,7 @@ def test_damping_table_has_one_row_a_damping_and_skips_undefined_cells():
 
 def test_section_43_to_45_tables_on_the_stored_runs():
     (similarity,) = stored("sec43")["experiments"].values()
-    ((label, m, n_t, mean_a, mean_b, ratio, *_),) = body(
+    ((label, m, n_t, mean_a, mean_b, ratio, median, share),) = body(
         tables.score_comparison({"cpu": similarity})
     )
     c = similarity["comparison"]
@@ -220,6 +220,8 @@ def test_section_43_to_45_tables_on_the_stored_runs():
         f"{c['mean_abs'][1]:.4g}",
         f"{c['ratio_of_means']:.2f}",
     )
+    a, b = (np.abs(similarity["tasks"][t]["scores"]) for t in "AB")
+    assert median == f"{np.median(a / b):.2f}" and share == f"{np.mean(a > b):.0%}"
     (sizes,) = stored("sec44")["experiments"].values()
     rows = dict((q, (a, b)) for q, a, b in tables.model_rows(sizes))
     for k, model in zip("CD", (0, 1)):

@@ -20,7 +20,7 @@ from experiments import (
     paper_numbers,
     verdicts,
 )
-from experiments.stats import Agreement, format_r
+from experiments.stats import Agreement, format_r, paired_magnitudes
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
 
@@ -233,9 +233,11 @@ def test_damping_paragraph_reads_the_stored_sweep():
         )
 
 
-def test_magnitude_tests_state_the_stored_comparison():
+def test_magnitude_comparison_states_the_paired_view_of_the_stored_scores():
     (run,) = stored("sec44")["experiments"].values()
-    text = verdicts.magnitude_tests(run)
+    text = verdicts.magnitude_comparison(run)
     assert text.startswith(
         f"ratio of means C / D {run['comparison']['ratio_of_means']:.2f}"
     )
+    c = paired_magnitudes(run["models"]["C"]["scores"], run["models"]["D"]["scores"])
+    assert f"is {c['median_ratio']:.2f}" in text and f"{c['share_larger']:.0%} of" in text
