@@ -23,6 +23,9 @@ from typing import Any
 # keys on them, and ``pretrained_by`` checks the "pretraining" ones.
 PRETRAINING = {"trains": "pretraining"}  # fields that shape W_bar and U
 FINETUNING = {"trains": "finetuning"}  # fields that shape only finetuning's W* and Theta
+# A finetuning field added after weights were cached: at its default (None) it is left out of
+# the key, so those weights still match.
+LATER_FINETUNING = {"trains": "finetuning", "keyed": "when set"}
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,20 @@ class TransferConfig:
     cg_iters: int = 200  # CG iterations of each solve
     removals: int = 60  # pretraining examples validated by retraining
     seed: int = field(default=0, metadata=PRETRAINING)
+    # finetuning's head initialization and batch order; None = seed. A replicate of finetuning
+    # on one pretraining (section 4.3's seeds) changes this alone.
+    finetune_seed: int | None = field(default=None, metadata=LATER_FINETUNING)
     retrain_seed: int | None = (
         None  # validation: the continued training's batch order; None = seed + 1
     )
     # Where it runs (experiments.devices.resolve). Not a training field: the weight cache keys
     # on the resolved device type instead, and a stored result matches whatever device it ran on.
     device: str = "auto"
+
+    @property
+    def finetuning_seed(self) -> int:
+        """The seed of finetuning's head initialization and batches."""
+        return self.seed if self.finetune_seed is None else self.finetune_seed
 
     @property
     def continuation_seed(self) -> int:
@@ -90,7 +101,11 @@ class TransferConfig:
 
     def training_fields(self) -> dict[str, Any]:
         """The fields that shape the trained weights (not those of scoring or validation)."""
-        return {f: getattr(self, f) for f in TRAINING_FIELDS}
+        return {
+            f: getattr(self, f)
+            for f in TRAINING_FIELDS
+            if getattr(self, f) is not None or f not in KEYED_WHEN_SET
+        }
 
     def training_key(self) -> str:
         """A hash of :meth:`training_fields`: the name of the cached weights."""
@@ -117,6 +132,9 @@ class TransferConfig:
 
 TRAINING_FIELDS = tuple(
     f.name for f in dataclasses.fields(TransferConfig) if "trains" in f.metadata
+)
+KEYED_WHEN_SET = frozenset(
+    f.name for f in dataclasses.fields(TransferConfig) if f.metadata == LATER_FINETUNING
 )
 PRETRAINING_FIELDS = tuple(
     f.name for f in dataclasses.fields(TransferConfig) if f.metadata == PRETRAINING

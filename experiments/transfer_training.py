@@ -155,6 +155,13 @@ def train_transfer(
 
     torch.manual_seed(config.seed)
     net = transfer_net(config)
+    if (
+        config.finetune_seed is not None
+    ):  # a finetuning replicate: its own head initialization
+        torch.manual_seed(config.finetune_seed)
+        for module in net.finetune_head.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
     if pretrained_by is None:
         pre = pretrain_stage(
             config,
@@ -174,7 +181,7 @@ def train_transfer(
         pretrained,
         data.finetune,
         steps=config.finetune_steps,
-        seed=config.seed,
+        seed=config.finetuning_seed,
     )
     trained = TrainedTransfer(
         _assembled(config, net, pretrained),

@@ -225,6 +225,34 @@ def test_case2_cache_reloads_both_w_star_and_w_bar(tiny_data, cache, monkeypatch
     assert again.net.pretrained_embedding is not again.net.embedding
 
 
+def test_a_finetuning_replicate_shares_the_pretraining_and_refits_the_head(
+    tiny_data, cache
+):
+    """``finetune_seed`` (section 4.3's replicates) changes the head's initialization and the
+    batch order of finetuning only: W_bar and U are the pretraining's, loaded, not retrained."""
+    first = transfer_training.train_transfer(TINY, tiny_data)
+    replicate = TINY.replace(finetune_seed=5)
+    other = transfer_training.train_transfer(replicate, tiny_data, pretrained_by=TINY)
+    for a, b in (
+        (first.net.embedding, other.net.embedding),
+        (first.net.pretrain_head, other.net.pretrain_head),
+    ):
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    heads = zip(
+        first.net.finetune_head.parameters(), other.net.finetune_head.parameters()
+    )
+    assert not all(torch.equal(p, q) for p, q in heads)
+    assert replicate.training_key() != TINY.training_key()
+    assert TINY.replace(finetune_seed=None).training_key() == TINY.training_key()
+    again = transfer_training.train_transfer(replicate, tiny_data, pretrained_by=TINY)
+    assert all(  # cached under its own key: loaded again, the same head
+        torch.equal(p, q)
+        for p, q in zip(
+            other.net.finetune_head.parameters(), again.net.finetune_head.parameters()
+        )
+    )
+
+
 def test_scales_keep_paper_hyperparameters():
     for name, paper in PAPER.items():
         for scaled in (CPU[name], QUICK[name]):
