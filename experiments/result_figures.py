@@ -13,6 +13,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import ticker
 from matplotlib.axes import Axes
 
 from experiments.configs import TransferConfig
@@ -24,6 +25,7 @@ from experiments.plots import (
     score_distributions,
     validation_figure,
 )
+from experiments.similarity_study import path_ratios
 from experiments.stats import Agreement
 from experiments.tables import LABEL
 from experiments.transfer_data import load_transfer_data
@@ -180,3 +182,55 @@ def score_check(r: Result, label: str, ax: Axes) -> None:
         f"{label}: r = {fit.pearson_r:.3f} (95% {low:.3f} to {high:.3f}), n = {fit.n}"
     )
     ax.legend()
+
+
+def solve_path(study: Result, scale: str) -> plt.Figure:
+    """Section 4.3's converged study: the ratio A/B along the solve, and the solves' residuals."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.4, 4.0))
+    dampings = study["dampings"]
+    styles = dict(zip(dampings, ("-", "--", ":", "-.")))
+    colors = {r["finetune_seed"]: f"C{i}" for i, r in enumerate(study["replicates"])}
+    for (seed, damping), points in path_ratios(study).items():
+        j, ratio = zip(*points)
+        left.plot(
+            j,
+            ratio,
+            styles[damping],
+            color=colors[seed],
+            marker=".",
+            label=f"seed {seed if seed is not None else 0}, λ = {damping:.2g}",
+        )
+    left.axhline(1.0, color="0.5", lw=0.8)
+    left.set(
+        xscale="log",
+        xlabel="CG iteration (Lanczos step)",
+        ylabel="ratio of mean |score|, A / B (path sample)",
+        title="The ratio along the solve",
+    )
+    left.legend(fontsize=7)
+    for r in study["replicates"]:
+        for task, marker in (("A", "o"), ("B", "s")):
+            for damping in dampings:
+                rows = [p for p in r["tasks"][task]["path"] if p["damping"] == damping]
+                right.plot(
+                    [p["iteration"] for p in rows],
+                    [p["relative_residual"] for p in rows],
+                    styles[damping],
+                    color=colors[r["finetune_seed"]],
+                    marker=marker,
+                    ms=3,
+                )
+    right.axhline(study["tolerance"], color="k", lw=0.8, ls="--")
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="CG iteration (Lanczos step)",
+        ylabel="relative residual",
+        title=f"Residuals (circles A, squares B); tolerance {study['tolerance']:g}",
+    )
+    for ax in (left, right):  # plain iteration numbers on the log axis, not 2 x 10^0
+        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    fig.suptitle(f"Section 4.3 with converged solves ({scale} scale)")
+    fig.tight_layout()
+    return fig
