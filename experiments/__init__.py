@@ -5,7 +5,7 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
 
 - where: :mod:`.devices` (``device="auto"``), :mod:`.data` and :mod:`.transfer_data` (the real
   datasets and the two tasks), :mod:`.text` and :mod:`.lm` (section 4.5's corpus and models),
-  :mod:`.nlp_task` (its two tasks);
+  :mod:`.tweets` (its tweets normalised), :mod:`.nlp_task` (its two tasks);
 - what is trained: :mod:`.models` (Table A), :mod:`.toy` (the theory chapters' float64 problems),
   :mod:`.configs` (the paper's scales, once), :mod:`.paper_numbers` (what the paper reports,
   typed once);

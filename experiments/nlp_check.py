@@ -3,7 +3,9 @@
 For a few sentences, one more copy of the sentence beside H_G's sample S moves the pretraining
 optimum (:func:`proximal_pretrain`), finetuning follows on the moved states
 (:func:`proximal_finetune`), and the first table tweet's loss is read at +eps and -eps;
-:func:`proximal_check` sets the central difference beside the predicted score.
+:func:`proximal_check` sets the central difference beside the predicted score, and beside the
+identity's score (both inverse Hessians replaced by I, :func:`identity_scores`), which says how
+much of the agreement the inverse Hessians earn.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
+from influence import Identity
+
 from . import lm, text
 from .fit import restore
-from .nlp_task import Section45Config, TextData
+from .nlp_scoring import multistage
+from .nlp_task import Section45Config, TextData, stage_data
 from .nlp_training import Trained
 from .objectives import Proximal
 from .stats import agreement
@@ -125,17 +130,10 @@ def response(
     damping: float,
 ) -> tuple[float, list[float]]:
     """``d f(x_t)/d eps`` of sentence ``z`` by central differences, re-optimizing both stages at
-    +eps and -eps; and the final gradient norms of the two pretraining re-optimizations."""
+    +eps and -eps, each from the trained weights; and the final gradient norms of the two
+    pretraining re-optimizations (+eps, then -eps)."""
     losses, gradient_norms = {}, []
-    moved_plus = None
     for sign in (1, -1):
-        start_point = None
-        # -eps starts from the mirrored +eps response: its negative to first order
-        if moved_plus is not None:
-            start_point = [
-                2 * a.detach() - b.detach()
-                for a, b in zip(_flat([trained.encoder, trained.head]), moved_plus)
-            ]
         enc, hd, norm = proximal_pretrain(
             trained.encoder,
             trained.head,
@@ -144,11 +142,8 @@ def response(
             sign * eps,
             damping,
             config.loo_iters,
-            start_point,
         )
         gradient_norms.append(norm)
-        if sign == 1:
-            moved_plus = [p.detach().clone() for p in _flat([enc, hd])]
         head = proximal_finetune(
             trained.classifier,
             fixed.pooled_s,
@@ -165,6 +160,39 @@ def response(
     return (losses[1] - losses[-1]) / (2 * eps), gradient_norms
 
 
+def sentence_gradient_norm(trained: Trained, z: Tensor) -> float:
+    """||grad g(z)|| over (W, U) at the trained weights: how hard one sentence pushes."""
+    params = _flat([trained.encoder, trained.head])
+    loss = lm.lm_losses(trained.head(trained.encoder(z)), z).sum()
+    grads = torch.autograd.grad(loss, params)
+    return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+
+
+def identity_scores(
+    config: Section45Config,
+    data: TextData,
+    trained: Trained,
+    sample: list[int],
+    chosen: list[int],
+) -> list[float]:
+    """The first table tweet's scores of the ``chosen`` sentences with both inverse Hessians
+    replaced by the identity: the plain gradient products the inverses are there to correct."""
+    staged = stage_data(config, data, sample)
+    ids = data.ids([data.sentences[i] for i in chosen])
+    candidates = text.padded_batches(ids, config.score_batch)  # in ``chosen`` order
+    scores = multistage(config, trained).scores(
+        staged["pretrain"],
+        staged["finetune"],
+        staged["test"],
+        candidates,
+        Identity(),
+        Identity(),
+        per_test=True,
+        batch_size=config.score_batch,
+    )
+    return scores[:, 0].cpu().tolist()
+
+
 def proximal_check(
     config: Section45Config,
     data: TextData,
@@ -178,7 +206,9 @@ def proximal_check(
     Sentences: the ``loo_top`` of largest |score| and ``loo_random`` drawn at random from the
     rest. eps = 1/|S|, one more copy of the sentence beside S. Each response re-optimizes the
     pretraining objective (:func:`proximal_pretrain`), then finetuning on the moved embedding
-    (:func:`proximal_finetune`), at +eps and -eps (:func:`response`).
+    (:func:`proximal_finetune`), at +eps and -eps (:func:`response`). Each sentence's
+    ||grad g(z)|| and the L-BFGS gradient norms of its two re-optimizations are recorded, and
+    the identity's scores (:func:`identity_scores`) are set against the same measurements.
     """
     start = time.perf_counter()
     column = scores[:, 0]
@@ -189,13 +219,15 @@ def proximal_check(
     )
     fixed = check_data(data, trained, sample)
     eps = 1 / len(sample)
-    measured, gradient_norms = [], []
+    measured, gradient_norms, sentence_norms = [], [], []
     for i in chosen:
         z = text.pad(data.ids([data.sentences[i]])).to(fixed.sample.device)
         slope, norms = response(config, trained, fixed, z, eps, damping)
         measured.append(slope)
-        gradient_norms += norms
+        gradient_norms.append(norms)
+        sentence_norms.append(sentence_gradient_norm(trained, z))
     predicted = [float(column[i]) for i in chosen]
+    identity = identity_scores(config, data, trained, sample, chosen)
     fit = agreement(predicted, measured)
     return {
         "indices": chosen,
@@ -205,6 +237,11 @@ def proximal_check(
         "measured": measured,
         "agreement": dataclasses.asdict(fit),
         "interval": list(fit.interval()),
-        "max_gradient_norm": max(gradient_norms),
+        "identity_predicted": identity,
+        "identity": dataclasses.asdict(agreement(identity, measured)),
+        "sentence_gradient_norms": sentence_norms,
+        "gradient_norms": gradient_norms,  # L-BFGS's last, [+eps, -eps] a sentence
+        "max_gradient_norm": max(max(n) for n in gradient_norms),
+        "start": "trained weights, at +eps and at -eps",
         "minutes": (time.perf_counter() - start) / 60,
     }

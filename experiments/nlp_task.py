@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import text
+from . import text, tweets
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class Section45Config:
 
     sentences: int | None = None  # pretraining sentences; None = all (paper: 30M)
     held_out: int = 500  # sentences kept out of pretraining, for perplexity
-    vocab: int = 2000  # words kept (paper: ELMo reads characters)
+    vocab: int = 10000  # at most this many words kept (paper: ELMo reads characters)
+    min_count: int = 5  # a word is kept if pretraining has it this many times
     dim: int = 64  # token-embedding width
     hidden: int = 64  # LSTM units per direction (paper: 4,096, projected to 512)
     epochs: int = 3  # passes of Adam over the pretraining sentences
@@ -85,13 +86,15 @@ def load_text(config: Section45Config) -> TextData:
     if config.sentences is not None:
         sentences = sentences[: config.sentences + config.held_out]
     held_out, pretrain = sentences[: config.held_out], sentences[config.held_out :]
-    vocab = text.Vocabulary.build(pretrain, config.vocab)
-    tweets, labels = text.load_tweets()
-    order = list(range(len(tweets)))
+    vocab = text.Vocabulary.build(
+        pretrain, config.vocab, config.min_count, markers=tweets.MARKERS
+    )
+    texts, labels = text.load_tweets(known=set(vocab.words))
+    order = list(range(len(texts)))
     rng.shuffle(order)
     n, m = config.train_tweets, config.test_tweets
-    train = ([tweets[i] for i in order[:n]], [labels[i] for i in order[:n]])
-    test = ([tweets[i] for i in order[n : n + m]], [labels[i] for i in order[n : n + m]])
+    train = ([texts[i] for i in order[:n]], [labels[i] for i in order[:n]])
+    test = ([texts[i] for i in order[n : n + m]], [labels[i] for i in order[n : n + m]])
     table = [
         i
         for c in (0, 1)
@@ -144,6 +147,13 @@ def unk_rate(data: TextData, texts: Sequence[str]) -> float:
     )
 
 
+def marker_rate(data: TextData, texts: Sequence[str]) -> float:
+    """The share of ``texts``' tokens that are markers (``<user>``, ``<url>``, ``<symbol>``):
+    in the vocabulary, but never met in pretraining."""
+    tokens = [t for s in texts for t in text.tokenize(s)]
+    return sum(t in tweets.MARKERS for t in tokens) / max(1, len(tokens))
+
+
 def describe_data(data: TextData) -> dict[str, Any]:
     """What a results file records of the task: its sizes and how much falls outside the vocabulary."""
     return {
@@ -155,4 +165,5 @@ def describe_data(data: TextData) -> dict[str, Any]:
         "test_tweets": len(data.test[1]),
         "sentence_unk_rate": unk_rate(data, data.sentences),
         "tweet_unk_rate": unk_rate(data, data.test[0]),
+        "tweet_marker_rate": marker_rate(data, data.test[0]),
     }

@@ -1,6 +1,10 @@
 """Section 4.5's two stages trained: the bidirectional LSTM language model (W, U) on the
 pretraining sentences, the tweet classifier (Theta) on its frozen states (Case 1), and a
 bag-of-words baseline that says what the classifier's accuracy is worth.
+
+Two more baselines say where a gap to bag-of-words comes from: a linear probe (logistic
+regression) on the same frozen features as the FFN, and bag-of-words over the language model's
+own vocabulary (the tokens the encoder reads, ``<unk>`` included).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from . import lm, text
 from .devices import resolve
 from .nlp_task import Section45Config, TextData
+from .objectives import StageObjective
 
 
 @dataclass
@@ -26,6 +31,28 @@ class Trained:
     classifier: lm.Classifier
     history: list[float]
     report: dict[str, Any]
+
+
+def linear_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    l2: float,
+) -> float:
+    """Test accuracy of logistic regression on the frozen pooled features (the FFN's inputs)."""
+    torch.manual_seed(0)
+    probe = torch.nn.Linear(train_x.shape[1], 2).to(train_x.device)
+    objective = StageObjective(list(probe.parameters()), probe, train_x, train_y, l2=l2)
+    lm.fit_full_batch(objective, tol=1e-6)
+    with torch.no_grad():
+        return float((probe(test_x).argmax(-1) == test_y).float().mean())
+
+
+def in_vocabulary(vocab: text.Vocabulary, texts: list[str]) -> list[list[str]]:
+    """Each text's tokens as the encoder reads them: words outside ``vocab`` as ``<unk>``."""
+    index = vocab.index
+    return [[t if t in index else text.UNK for t in text.tokenize(s)] for s in texts]
 
 
 def train_all(config: Section45Config, data: TextData) -> Trained:
@@ -61,6 +88,10 @@ def train_all(config: Section45Config, data: TextData) -> Trained:
     baseline.fit(  # a bag of words on the CPU: it is small
         [text.tokenize(t) for t in data.train[0]], train_y.cpu(), l2=config.finetune_l2
     )
+    lm_words = lm.BagOfWords(in_vocabulary(data.vocab, data.train[0]), len(data.vocab))
+    lm_words.fit(
+        in_vocabulary(data.vocab, data.train[0]), train_y.cpu(), l2=config.finetune_l2
+    )
     majority = max(float(test_y.float().mean()), 1 - float(test_y.float().mean()))
     report = {
         "parameters": {
@@ -81,6 +112,12 @@ def train_all(config: Section45Config, data: TextData) -> Trained:
                 [text.tokenize(t) for t in data.test[0]], test_y.cpu()
             ),
             "majority": majority,
+            "linear_probe": linear_probe(
+                train_x, train_y, test_x, test_y, config.finetune_l2
+            ),
+            "bag_of_lm_words": lm_words.accuracy(
+                in_vocabulary(data.vocab, data.test[0]), test_y.cpu()
+            ),
         },
         "finetune_gradient_norm": finetune_gradient,
         "pretrain_minutes": pretrain_minutes,

@@ -364,20 +364,26 @@ def models_c_and_d(r: Result) -> str:
 
 
 def language_models(runs: Mapping[str, Result]) -> str:
-    """Section 4.5: each run's corpus, perplexity, accuracies against baselines, parameters."""
+    """Section 4.5: each run's corpus, perplexity, accuracies against baselines, parameters.
+
+    Beside the classifier (the FFN on the frozen states): a linear probe on the same states,
+    bag-of-words on the tweets' own words and on the language model's vocabulary, and the
+    majority class.
+    """
     rows = [
         "| run | sentences | vocabulary | held-out perplexity | "
-        "classifier accuracy | bag-of-words accuracy | "
-        "majority class | parameters W + U | Theta |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "classifier accuracy | linear probe | bag-of-words | bag of LM words | "
+        "majority class | parameters W + U | Theta | all |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, r in runs.items():
         a, n, d = r["accuracy"], r["parameters"], r["data"]
         rows.append(
             f"| {label} | {d['sentences']:,} | {d['vocab']:,} "
-            f"| {r['perplexity']['held_out']:.0f} | "
-            f"{a['classifier']:.1%} | {a['bag_of_words']:.1%} | {a['majority']:.1%} | "
-            f"{n['W'] + n['U']:,} | {n['Theta']:,} |"
+            f"| {r['perplexity']['held_out']:.0f} | {a['classifier']:.1%} | "
+            f"{a['linear_probe']:.1%} | {a['bag_of_words']:.1%} | "
+            f"{a['bag_of_lm_words']:.1%} | {a['majority']:.1%} | "
+            f"{n['W'] + n['U']:,} | {n['Theta']:,} | {n['W'] + n['U'] + n['Theta']:,} |"
         )
     return "\n".join(rows)
 

@@ -10,11 +10,13 @@ finetunes on 16,654 GOP-debate tweets. Neither is on this machine; the stand-ins
   capital letter, so "Mr. Smith" is split wrongly, and we accept that);
 - tweets: ``text/tweets-sentiment.csv`` (columns sentiment, confidence, text: a CrowdFlower
   mix of airline, self-driving-car and other tweets, not the GOP debate), negative (0) vs
-  positive (1), neutral dropped.
+  positive (1), neutral dropped, each normalised by :func:`experiments.tweets.normalise_tweet`
+  (its encoding repaired, ``<user>``, ``<url>``, hashtags split into words).
 
 Everything is read from :func:`experiments.data.data_root` (``$INFLUENCE_DATA``), never downloaded.
-Tokens are lower-cased words and single punctuation marks (:func:`tokenize`); the vocabulary
-keeps the most frequent pretraining words and maps the rest to ``<unk>``.
+Tokens are lower-cased words, single punctuation marks and the tweets' markers such as
+``<user>`` (:func:`tokenize`); the vocabulary keeps the pretraining words seen at least a few
+times, and maps the rest to ``<unk>``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import html
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .data import DatasetNotFoundError, data_root
+from .tweets import ENCODING, normalise_tweet
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIALS = (PAD, UNK, BOS, EOS)  # PAD is id 0: the models find padding as x == 0
@@ -41,9 +44,8 @@ WIKI = Path("text") / "enwiki-shard.xml.bz2"
 TWEETS = Path("text") / "tweets-sentiment.csv"
 LABELS = {"negative": 0, "positive": 1}
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+_TOKEN = re.compile(r"<[a-z]+>|[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
-_URL = re.compile(r"https?://\S+|www\.\S+")
 
 
 def text_file(relative: Path) -> Path:
@@ -58,7 +60,8 @@ def text_file(relative: Path) -> Path:
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased words (with an apostrophe suffix such as ``don't``) and single punctuation marks."""
+    """Lower-cased words (with an apostrophe suffix such as ``don't``), markers such as
+    ``<user>``, and single punctuation marks."""
     return _TOKEN.findall(text.lower())
 
 
@@ -146,17 +149,23 @@ def corpus_sentences(min_tokens: int = 4, max_tokens: int = 40) -> list[str]:
     return [s for s in sentences if min_tokens <= len(tokenize(s)) <= max_tokens]
 
 
-def load_tweets(max_tokens: int = 40) -> tuple[list[str], list[int]]:
-    """Negative (0) and positive (1) tweets in file order; neutral dropped, URLs removed.
+def load_tweets(
+    max_tokens: int = 40, known: Container[str] = frozenset()
+) -> tuple[list[str], list[int]]:
+    """Negative (0) and positive (1) tweets in file order, normalised; neutral dropped.
 
-    Tweets of more than ``max_tokens`` tokens (a few, mostly runs of odd characters) are dropped.
+    The file is read as Mac Roman, the code page its mojibake was made with
+    (:mod:`experiments.tweets`); ``known`` words guide the hashtag split. Tweets of more than
+    ``max_tokens`` tokens (a few, mostly runs of odd characters) are dropped.
     """
     texts, labels = [], []
-    with text_file(TWEETS).open(encoding="utf-8", errors="replace", newline="") as stream:
+    with text_file(TWEETS).open(encoding=ENCODING, newline="") as stream:
         for row in csv.DictReader(stream):
             label = LABELS.get(row["sentiment"])
-            text = _URL.sub(" ", row["text"]).strip()
-            if label is None or not 0 < len(tokenize(text)) <= max_tokens:
+            if label is None:
+                continue
+            text = normalise_tweet(row["text"], known)
+            if not 0 < len(tokenize(text)) <= max_tokens:
                 continue
             texts.append(text)
             labels.append(label)
@@ -165,15 +174,24 @@ def load_tweets(max_tokens: int = 40) -> tuple[list[str], list[int]]:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Words to ids: the specials first (``<pad>`` is 0), then words by falling frequency."""
+    """Words to ids: the specials first (``<pad>`` is 0), then markers, then words by falling frequency."""
 
     words: tuple[str, ...]
 
     @classmethod
-    def build(cls, sentences: Iterable[str], size: int) -> Vocabulary:
-        """The ``size`` most frequent tokens (ties by first appearance), after the four specials."""
+    def build(
+        cls,
+        sentences: Iterable[str],
+        size: int | None = None,
+        min_count: int = 1,
+        markers: Sequence[str] = (),
+    ) -> Vocabulary:
+        """The tokens seen at least ``min_count`` times, at most ``size`` of them, most frequent
+        first (ties by first appearance), after the four specials and the ``markers``."""
         counts = Counter(t for s in sentences for t in tokenize(s))
-        return cls(SPECIALS + tuple(w for w, _ in counts.most_common(size)))
+        kept = [w for w, c in counts.most_common(size) if c >= min_count]
+        head = SPECIALS + tuple(markers)
+        return cls(head + tuple(w for w in kept if w not in head))
 
     def __len__(self) -> int:
         return len(self.words)

@@ -243,6 +243,18 @@ def test_section45_end_to_end_writes_results_with_provenance(tmp_path, monkeypat
     assert e["scale"] == "quick" and e["config"] == dataclasses.asdict(TINY)
     assert len(e["table"]["rows"]) == 2 and e["timing"]["sentences"] == 200
     assert len(e["check"]["predicted"]) == 4 and e["perplexity"]["held_out"] > 1
+    # the check's records: the identity's scores, each sentence's ||grad g||, and the last
+    # gradient norms of its +eps and -eps re-optimizations
+    c = e["check"]
+    assert len(c["identity_predicted"]) == 4 and c["identity"]["n"] == 4
+    assert (
+        len(c["sentence_gradient_norms"]) == 4 and min(c["sentence_gradient_norms"]) > 0
+    )
+    assert [len(n) for n in c["gradient_norms"]] == [2] * 4
+    assert c["max_gradient_norm"] == max(max(n) for n in c["gradient_norms"])
+    n = e["parameters"]
+    assert e["timing"]["parameters_with_classifier"] == n["W"] + n["U"] + n["Theta"]
+    assert {"linear_probe", "bag_of_lm_words"} <= set(e["accuracy"])
     # each stage's solver, damping and operator; lambda_1 is the one the scores used
     assert e["solvers"]["pretrain"]["damping"] == e["influence"]["damping"]
     assert e["solvers"]["finetune"] == {
