@@ -55,9 +55,37 @@ class ProtocolConfig:
     # rung 1's first batch order, then its retest's, then one more: the mean over orders is a
     # less noisy ground truth, as in experiments.sec41.mean_of_orders
     seeds: tuple[int, ...] = (MNIST_FIXED.continuation_seed, RETEST_SEED, RETEST_SEED + 1)
+    # Rung 1 resumes the moment estimates Adam ended training with, so its continued training
+    # starts without a jolt. Rung 3 ended with Newton, not Adam: its moments are made by
+    # ``burn_in`` Adam steps from the optimum with nothing removed (seed ``burn_in_seed``,
+    # none of the orders'), the weights then put back. A fresh Adam, whose first steps move
+    # every weight by about ``lr``, is measured beside it on the first order alone.
+    burn_in: int = 100
+    burn_in_seed: int = 0
+    fresh_too: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+AdamStates = tuple[
+    dict | None, dict | None
+]  # pretraining's and finetuning's, or None: fresh
+
+
+def burned_in_states(opt: ConvergedOptimum, config: ProtocolConfig) -> AdamStates:
+    """Each stage's Adam moments after ``config.burn_in`` steps from the optimum ``opt`` holds,
+    nothing removed; the weights are put back. What continued training resumes from, as rung
+    1 resumes the state Adam ended training with."""
+    pre = opt.pre
+    at = snapshot(pre.params), snapshot(list(opt.fhead.parameters()))
+    adam = dict(batch_size=config.batch_size, lr=config.lr, seed=config.burn_in_seed)
+    first = fit_adam(pre, steps=config.burn_in, desc="burn-in: pretraining", **adam)
+    stage2 = finetune_objective("fixed", opt.emb, opt.fhead, *opt.finetune, l2=pre.l2)
+    second = fit_adam(stage2, steps=config.burn_in, desc="burn-in: finetuning", **adam)
+    restore(pre.params, at[0])
+    restore(list(opt.fhead.parameters()), at[1])
+    return first.state, second.state
 
 
 def continued_test_loss(
@@ -65,6 +93,7 @@ def continued_test_loss(
     config: ProtocolConfig,
     seed: int,
     remove: int | None = None,
+    states: AdamStates = (None, None),
 ) -> tuple[float, float, float]:
     """The summed test loss after Appendix B's continued training from the optimum ``opt``
     holds, without pretraining example ``remove`` (None: the control, nothing removed).
@@ -72,10 +101,9 @@ def continued_test_loss(
     Pretraining continues on rung 3's G (its weight decay included) with the removed example's
     weight 0 and the others' 1/m, rung 3's convention, so that ``-score / m`` predicts the
     change; it is still drawn, so the batches are the control's. Finetuning then continues on
-    the moved embedding. Rung 3's optimum was reached by L-BFGS and Newton, not by Adam, so
-    each stage's Adam starts afresh: the same start for a removal and its control. The weights
-    are restored afterwards. Returns the test loss and each stage's full-batch gradient norm
-    where it stopped.
+    the moved embedding. Each stage's Adam resumes ``states`` (None: starts afresh), the same
+    start for a removal and its control. The weights are restored afterwards. Returns the
+    test loss and each stage's full-batch gradient norm where it stopped.
     """
     pre, m = opt.pre, len(opt.pretrain[1])
     at = snapshot(pre.params), snapshot(list(opt.fhead.parameters()))
@@ -86,9 +114,21 @@ def continued_test_loss(
         pre.params, pre.forward, pre.x, pre.y, l2=pre.l2, weights=weights
     )
     adam = dict(batch_size=config.batch_size, lr=config.lr, seed=seed)
-    fit_adam(stage1, steps=config.pretrain_steps, desc="continued pretraining", **adam)
+    fit_adam(
+        stage1,
+        steps=config.pretrain_steps,
+        state=states[0],
+        desc="continued pretraining",
+        **adam,
+    )
     stage2 = finetune_objective("fixed", opt.emb, opt.fhead, *opt.finetune, l2=pre.l2)
-    fit_adam(stage2, steps=config.finetune_steps, desc="continued finetuning", **adam)
+    fit_adam(
+        stage2,
+        steps=config.finetune_steps,
+        state=states[1],
+        desc="continued finetuning",
+        **adam,
+    )
     out = opt.test_loss(), stage1.gradient_norm(), stage2.gradient_norm()
     restore(pre.params, at[0])
     restore(list(opt.fhead.parameters()), at[1])
@@ -120,10 +160,41 @@ def orders_summary(
     }
 
 
+def measure_orders(
+    opt: ConvergedOptimum,
+    config: ProtocolConfig,
+    chosen: Sequence[int],
+    seeds: Sequence[int],
+    states: AdamStates,
+) -> dict[str, Any]:
+    """The controlled differences of removing each of ``chosen``, once a batch order of
+    ``seeds``, with each order's control: its test loss, its drift from the optimum's and the
+    gradient norms continued training left it at."""
+    original = opt.test_loss()
+    orders, controls, seconds = [], [], []
+    for seed in seeds:
+        start = time.perf_counter()
+        control, g_pre, g_fine = continued_test_loss(opt, config, seed, None, states)
+        losses = [continued_test_loss(opt, config, seed, i, states)[0] for i in chosen]
+        orders.append([loss - control for loss in losses])
+        controls.append(
+            {
+                "seed": seed,
+                "test_loss": control,
+                "drift": control - original,  # what the steps alone do to the test loss
+                "gradient_norms": {"pretraining": g_pre, "finetuning": g_fine},
+            }
+        )
+        seconds.append(time.perf_counter() - start)
+    return {"orders_measured": orders, "controls": controls, "seconds_per_order": seconds}
+
+
 def protocol_factor(config: ProtocolConfig = ProtocolConfig()) -> dict[str, Any]:
     """Rung 3's network, data, weight decay, scores and removals, measured by Appendix B's
     continued training instead of converged retraining (:func:`continued_test_loss`), once
-    for each batch order of ``config.seeds``.
+    for each batch order of ``config.seeds``, from burned-in Adam moments
+    (:func:`burned_in_states`); with ``config.fresh_too``, also from a fresh Adam on the
+    first order (``"fresh"``).
 
     ``predicted``, ``identity_predicted`` and ``measured`` (the first order's controlled
     differences) are laid out as rung 3's, so the ladder reads both alike.
@@ -135,25 +206,11 @@ def protocol_factor(config: ProtocolConfig = ProtocolConfig()) -> dict[str, Any]
     chosen = spread(scores, c.removals)
     removed = (opt.pretrain[0][chosen], opt.pretrain[1][chosen])
     pushes = [g / m for g in per_example_norms(opt.multistage(), removed)]
-    original = opt.test_loss()
     predicted = (-scores[chosen] / m).tolist()
     identity_predicted = (-identity[chosen] / m).tolist()
-    orders, controls, seconds = [], [], []
-    for seed in config.seeds:
-        start = time.perf_counter()
-        control, g_pre, g_fine = continued_test_loss(opt, config, seed)
-        losses = [continued_test_loss(opt, config, seed, i)[0] for i in chosen]
-        orders.append([loss - control for loss in losses])
-        controls.append(
-            {
-                "seed": seed,
-                "test_loss": control,
-                "drift": control - original,  # what the steps alone do to the test loss
-                "gradient_norms": {"pretraining": g_pre, "finetuning": g_fine},
-            }
-        )
-        seconds.append(time.perf_counter() - start)
-    return {
+    run = measure_orders(opt, config, chosen, config.seeds, burned_in_states(opt, config))
+    first = run["orders_measured"][0]
+    out = {
         "config": config.as_dict(),
         "m": m,
         "n_test": len(opt.test[1]),
@@ -164,19 +221,29 @@ def protocol_factor(config: ProtocolConfig = ProtocolConfig()) -> dict[str, Any]
         "optimum_gradient_norms": dict(
             zip(("pretraining", "finetuning"), opt.gradient_norms)
         ),
-        "original_test_loss": original,
+        "original_test_loss": opt.test_loss(),
         "indices": chosen,
         "pushes": pushes,  # ||grad g(z)|| / m of each removal
         "predicted": predicted,
         "identity_predicted": identity_predicted,
-        "measured": orders[0],
-        "orders_measured": orders,
-        "controls": controls,
-        "seconds_per_order": seconds,
-        "agreement": dataclasses.asdict(agreement(predicted, orders[0])),
-        "identity": dataclasses.asdict(agreement(identity_predicted, orders[0])),
-        "mean_of_orders": orders_summary(predicted, identity_predicted, orders),
+        "measured": first,
+        **run,
+        "agreement": dataclasses.asdict(agreement(predicted, first)),
+        "identity": dataclasses.asdict(agreement(identity_predicted, first)),
+        "mean_of_orders": orders_summary(
+            predicted, identity_predicted, run["orders_measured"]
+        ),
     }
+    if config.fresh_too:
+        fresh = measure_orders(opt, config, chosen, config.seeds[:1], (None, None))
+        measured = fresh["orders_measured"][0]
+        out["fresh"] = {
+            **fresh,
+            "measured": measured,
+            "agreement": dataclasses.asdict(agreement(predicted, measured)),
+            "identity": dataclasses.asdict(agreement(identity_predicted, measured)),
+        }
+    return out
 
 
 def coarse_to_fine(n: int) -> list[int]:
