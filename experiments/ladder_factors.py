@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from .converged_loo import (
     converged_scores,
 )
 from .fit import fit_adam, restore, snapshot
-from .models import table_a
+from .models import MultiStageNet, small_mnist, table_a
 from .objectives import StageObjective, finetune_objective
 from .removals import per_example_norms, spread
 from .stats import agreement
@@ -290,29 +290,28 @@ def decay_factor(
     return {**run, "l2": l2, "isolated": True, "budget_minutes": budget_minutes}
 
 
-def table_a_cost(
-    m: int = ConvergedConfig.pretrain_size, repeats: int = 3
+def gradient_cost(
+    net: MultiStageNet, pair: tuple[Tensor, Tensor], repeats: int = 3
 ) -> dict[str, Any]:
-    """What converged retraining of Table A's MNIST network on ``m`` pretraining images costs,
-    measured in float64 on this machine: its parameters, the memory of its dense H_G, and the
-    seconds of one full-batch gradient and one Hessian-vector product (the units of L-BFGS and
-    of building H_G column by column), each the best of ``repeats``."""
-    data = load_transfer_data(
-        TransferConfig(pretrain_size=m, finetune_size=10, test_size=10)
-    )
-    x, y = (t.cpu() for t in data.pretrain)
-    x = x.double()
-    torch.manual_seed(0)
-    net = table_a("mnist", 4, 6)
+    """The pretraining objective of ``net`` on ``pair`` in float64 on this machine: its
+    parameters, the memory of its dense Hessian, and the seconds of one full-batch gradient
+    and of one Hessian-vector product (the units of L-BFGS and of building H_G a column at a
+    time), each the best of ``repeats``."""
+    x, y = pair
     emb, head = net.embedding.double(), net.pretrain_head.double()
     params = [*emb.parameters(), *head.parameters()]
-    objective = StageObjective(params, lambda v: head(emb(v)), x, y)
+    objective = StageObjective(params, lambda v: head(emb(v)), x.double(), y)
     p = sum(q.numel() for q in params)
 
     def gradient() -> tuple[Tensor, ...]:
         return torch.autograd.grad(objective.value(), params, create_graph=True)
 
-    def best(f: Any) -> float:
+    v = [torch.randn_like(q) for q in params]
+
+    def hvp() -> None:
+        torch.autograd.grad(gradient(), params, v)
+
+    def best(f: Callable[[], Any]) -> float:
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -320,19 +319,37 @@ def table_a_cost(
             times.append(time.perf_counter() - start)
         return min(times)
 
-    seconds_gradient = best(gradient)
-    v = [torch.randn_like(q) for q in params]
-
-    def hvp() -> None:
-        torch.autograd.grad(gradient(), params, v)
-
     seconds_hvp = best(hvp)
     return {
-        "m": m,
         "parameters": p,
         "dense_hessian_gib": p * p * 8 / 2**30,
-        "seconds_per_gradient": seconds_gradient,
+        "seconds_per_gradient": best(gradient),
         "seconds_per_hvp": seconds_hvp,
         "hours_per_dense_hessian": p * seconds_hvp / 3600,
+    }
+
+
+def table_a_cost(
+    converged: ConvergedConfig = ConvergedConfig(), repeats: int = 3
+) -> dict[str, Any]:
+    """Table A's MNIST network beside rung 3's on rung 3's pretraining images: what one
+    full-batch gradient, one Hessian-vector product and a dense H_G cost each
+    (:func:`gradient_cost`). Rung 3's converged retraining is built from these units."""
+    c = converged
+    data = load_transfer_data(
+        TransferConfig(
+            pretrain_size=c.pretrain_size,
+            finetune_size=c.finetune_size,
+            test_size=c.test_size,
+            seed=c.seed,
+        )
+    )
+    pair = tuple(t.cpu() for t in data.pretrain)
+    torch.manual_seed(c.seed)
+    return {
+        "config": {**c.as_dict(), "repeats": repeats},
+        "m": c.pretrain_size,
         "threads": torch.get_num_threads(),
+        "table_a": gradient_cost(table_a("mnist", 4, 6), pair, repeats),
+        "rung3": gradient_cost(small_mnist(4, 6, c.channels), pair, repeats),
     }

@@ -373,10 +373,7 @@ def factors_study(
             stored = lab.store.read(f"{SECTION}_ladder")["results"]["experiments"]
             indices = stored["converged"]["indices"]
             return decay_factor(l2, indices, converged, budget_minutes)
-        return {
-            "config": {"m": converged.pretrain_size},
-            **table_a_cost(converged.pretrain_size),
-        }
+        return table_a_cost(converged)
 
     for name in factors:
         lab.store.record(out, done, name, "cpu", lambda: run(name), lab.resolved_device)  # noqa: B023
