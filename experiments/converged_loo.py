@@ -233,10 +233,8 @@ def converged_loo(
     measured, gradients = [], []
     start = time.perf_counter()
     for i in progress(chosen, desc="converged leave-one-out"):
-        if (
-            budget_minutes is not None
-            and time.perf_counter() - start > 60 * budget_minutes
-        ):
+        spent = time.perf_counter() - start
+        if measured and budget_minutes is not None and spent > 60 * budget_minutes:
             break
         pre.weights = torch.full((m,), 1 / m, dtype=torch.float64, device=device)
         pre.weights[i] = 0.0
@@ -277,7 +275,11 @@ def converged_loo(
         "identity_predicted": identity_predicted,
         "measured": measured,
         "retrained_gradient_norms": gradients,
-        "completed": {"removals": len(chosen), "of": planned},
+        "completed": {
+            "removals": len(chosen),
+            "of": planned,
+            "minutes": (time.perf_counter() - start) / 60,
+        },
         # a budget can stop a run before three removals, and r needs three
         "agreement": _agreement(predicted, measured),
         "identity": _agreement(identity_predicted, measured),

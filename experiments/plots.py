@@ -355,7 +355,8 @@ def ladder(rungs: Sequence[dict], *, ax: Axes | None = None) -> Axes:
     Each rung is ``{"label", "score": Agreement-like dict, "identity": dict or None}``,
     ordered from the strictest ground truth to the loosest.
     """
-    ax = ax or plt.subplots(figsize=(7.5, 4.2))[1]
+    # a rung's two labelled points need about an inch; the factor steps add rungs
+    ax = ax or plt.subplots(figsize=(max(7.5, 1.15 * len(rungs)), 4.2))[1]
     colors = sns.color_palette(PALETTE)
     xs = np.arange(len(rungs))
     for shift, key, label, color in (
