@@ -68,6 +68,23 @@ class ProtocolConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class Dropped(StageObjective):
+    """G with example weights held fixed (rung 3's: 1/m, a removed example 0), whose
+    minibatch estimate is ``sum(m * w_i * loss_i) / batch`` over the batch drawn: unbiased
+    for the full objective, and, as in Appendix B, equal to the control's on every batch that
+    does not draw the removed example. (:class:`~experiments.objectives.StageObjective`
+    renormalizes each batch to the total weight instead, which scales every batch by
+    ``(m - 1) / m`` once an example is removed.)"""
+
+    def value(self, index: Tensor | None = None) -> Tensor:
+        """The objective, or with ``index`` its unrenormalized minibatch estimate."""
+        if index is None or self.weights is None:
+            return super().value(index)
+        losses = self.loss(self.forward(self.x[index]), self.y[index])
+        return (len(self.y) * self.weights[index] * losses).mean() + self.regularizer()
+
+
 AdamStates = tuple[
     dict | None, dict | None
 ]  # pretraining's and finetuning's, or None: fresh
@@ -100,7 +117,8 @@ def continued_test_loss(
 
     Pretraining continues on rung 3's G (its weight decay included) with the removed example's
     weight 0 and the others' 1/m, rung 3's convention, so that ``-score / m`` predicts the
-    change; it is still drawn, so the batches are the control's. Finetuning then continues on
+    change; it is still drawn, so the batches are the control's, and a batch that draws it
+    leaves it out without renormalizing (:class:`Dropped`). Finetuning then continues on
     the moved embedding. Each stage's Adam resumes ``states`` (None: starts afresh), the same
     start for a removal and its control. The weights are restored afterwards. Returns the
     test loss and each stage's full-batch gradient norm where it stopped.
@@ -110,9 +128,7 @@ def continued_test_loss(
     weights = torch.full((m,), 1 / m, dtype=torch.float64, device=pre.x.device)
     if remove is not None:
         weights[remove] = 0.0
-    stage1 = StageObjective(
-        pre.params, pre.forward, pre.x, pre.y, l2=pre.l2, weights=weights
-    )
+    stage1 = Dropped(pre.params, pre.forward, pre.x, pre.y, l2=pre.l2, weights=weights)
     adam = dict(batch_size=config.batch_size, lr=config.lr, seed=seed)
     fit_adam(
         stage1,
