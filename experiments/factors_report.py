@@ -142,8 +142,15 @@ def moves(difference: Difference) -> bool:
     return difference.high < 0 or difference.low > 0
 
 
-def protocol_paragraph(p: Run, converged: Run) -> str:
-    """What Appendix B's continued training on rung 3 measures, beside rung 3's r."""
+def above_rung1(p: Run, rung1: Run) -> bool:
+    """Whether the protocol step's r interval lies wholly above rung 1's (one batch order)."""
+    ours = Agreement(**p["agreement"]).interval()[0]
+    return ours > Agreement(**rung1["agreement"]["controlled"]).interval()[1]
+
+
+def protocol_paragraph(p: Run, converged: Run, rung1: Run | None = None) -> str:
+    """What Appendix B's continued training on rung 3 measures, beside rung 3's r and, given
+    ``rung1`` (``sec41.json``'s MNIST experiment), rung 1's."""
     c = p["config"]
     one, mean = Agreement(**p["agreement"]), Agreement(**p["mean_of_orders"]["score"])
     rung3 = Agreement(**converged["agreement"])
@@ -153,6 +160,16 @@ def protocol_paragraph(p: Run, converged: Run) -> str:
     left = max(ctl["gradient_norms"]["pretraining"] for ctl in p["controls"])
     pushes = np.array(p["pushes"])
     fresh = Agreement(**p["fresh"]["agreement"]) if "fresh" in p else None
+    r1 = (
+        ""
+        if rung1 is None
+        else f" Rung 1 reaches r = {format_r(Agreement(**rung1['agreement']['controlled']))}"
+        + (
+            ", wholly below: the protocol alone does not take r to rung 1's."
+            if above_rung1(p, rung1)
+            else "; the intervals overlap."
+        )
+    )
     verdict = (
         "The protocol moves r: the difference's interval excludes 0."
         if moves(diff)
@@ -172,7 +189,7 @@ def protocol_paragraph(p: Run, converged: Run) -> str:
         f"mean test-retest r of {m_o['mean test-retest r']:.2f} allows about "
         f"{m_o['ceiling']:.2f}. Rung 3 on the same removals: r = {format_r(rung3)}; the "
         f"difference is {diff.difference:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] "
-        f"(paired bootstrap). {verdict} The steps alone move the test loss by "
+        f"(paired bootstrap). {verdict}{r1} The steps alone move the test loss by "
         f"{np.abs(drift).min():.2g} to {np.abs(drift).max():.2g} (summed over "
         f"{p['n_test']} test images) and leave a gradient norm of up to {left:.1e}, "
         f"{left / np.median(pushes):.0f} times the median push "
@@ -245,11 +262,13 @@ def table_a_paragraph(cost: Run, converged: Run) -> str:
     )
 
 
-def paragraphs(factors: Mapping[str, Run], converged: Run) -> list[str]:
+def paragraphs(
+    factors: Mapping[str, Run], converged: Run, rung1: Run | None = None
+) -> list[str]:
     """One paragraph a factor the file holds: the protocol, the weight decay, Table A."""
     out = []
     if "protocol" in factors:
-        out.append(protocol_paragraph(factors["protocol"], converged))
+        out.append(protocol_paragraph(factors["protocol"], converged, rung1))
     if "decay" in factors:
         out.append(decay_paragraph(factors["decay"], converged))
     if "table-a-cost" in factors:
