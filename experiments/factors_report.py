@@ -87,7 +87,7 @@ def steps(factors: Mapping[str, Run]) -> list[dict[str, Any]]:
         out += [
             {
                 "key": "protocol",
-                "label": "3 + Appendix B's\nAdam steps",
+                "label": "3 + Adam steps,\none order",
                 "truth": "100 + 100 Adam steps from rung 3's optimum, one batch order",
                 "net": "small CNN, float64",
                 "score": p["agreement"],
@@ -96,7 +96,7 @@ def steps(factors: Mapping[str, Run]) -> list[dict[str, Any]]:
             },
             {
                 "key": "protocol-mean",
-                "label": f"3 + Adam steps,\nmean of {k} orders",
+                "label": f"3 + Adam steps,\nmean of {k}",
                 "truth": f"100 + 100 Adam steps from rung 3's optimum, mean of {k} orders",
                 "net": "small CNN, float64",
                 "score": p["mean_of_orders"]["score"],

@@ -212,3 +212,16 @@ def test_factor_steps_sit_after_rung_3_in_the_ladder():
     assert math.isclose(rows[1]["size_gap"], 9 / math.sqrt(91))
     (decay,) = factors_report.paragraphs({"decay": factors["decay"]}, CONVERGED)
     assert "No isolated minimum" in decay
+
+
+def test_the_protocol_paragraph_sets_r_beside_rung_1s():
+    kept = protocol_run([6.1, 4.9, 4.0, 3.0, 2.1, 0.9])
+    kept["agreement"] = {"pearson_r": 0.95, "spearman_rho": 0.9, "n": 40}
+    low = {"agreement": {"controlled": {"pearson_r": -0.3, "spearman_rho": 0.1, "n": 90}}}
+    assert factors_report.above_rung1(kept, low)
+    assert "wholly below" in factors_report.protocol_paragraph(kept, CONVERGED, low)
+    close = {
+        "agreement": {"controlled": {"pearson_r": 0.9, "spearman_rho": 0.9, "n": 90}}
+    }
+    assert not factors_report.above_rung1(kept, close)
+    assert "overlap" in factors_report.protocol_paragraph(kept, CONVERGED, close)
