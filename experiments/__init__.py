@@ -25,7 +25,8 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
   :mod:`.converged_case2` for Case 2), :mod:`.lissa`, :mod:`.ekfac` (kronfluence's EK-FAC),
   :mod:`.lds` (the linear datamodeling score) and :mod:`.methods_report`;
 - read: :mod:`.stats`, :mod:`.diagnostics`, :mod:`.verdicts`, :mod:`.tables`,
-  :mod:`.ladder_report`, :mod:`.damping_report`, :mod:`.decay_report`, :mod:`.factors_report`, :mod:`.plots`, :mod:`.result_figures`,
+  :mod:`.ladder_report`, :mod:`.damping_report`, :mod:`.decay_report`, :mod:`.factors_report`,
+  :mod:`.plots`, :mod:`.result_figures`,
   :mod:`.diagrams`.
 
 It needs the ``experiments`` extra: torchvision, numpy, scipy, matplotlib, seaborn, kronfluence.
