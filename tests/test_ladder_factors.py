@@ -3,6 +3,7 @@ optimum, rung 3 under a time budget, and the report that reads them."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -92,11 +93,13 @@ def test_orders_summary_reads_agreeing_and_noisy_orders():
 
 def test_protocol_factor_lays_its_measurements_out_as_rung_3():
     try:
-        run = protocol_factor(STEPS)
+        # 8 batches of 16 draw each of the 120 examples at least once
+        run = protocol_factor(dataclasses.replace(STEPS, pretrain_steps=8))
     except DatasetNotFoundError as error:
         pytest.skip(f"needs MNIST: {error}")
     assert len(run["indices"]) == len(run["measured"]) == TINY.removals
     assert run["measured"] == run["orders_measured"][0]
+    assert all(x != 0 for x in run["measured"])  # every removal was drawn
     assert [c["seed"] for c in run["controls"]] == list(STEPS.seeds)
     assert run["mean_of_orders"]["orders"] == 2
     assert len(run["fresh"]["orders_measured"]) == 1
