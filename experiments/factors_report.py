@@ -213,16 +213,22 @@ def decay_paragraph(d: Run, converged: Run) -> str:
         )
     done = d["completed"]
     # the removals' own minutes where the run kept them, else the whole run's
-    minutes = done.get("minutes", d.get("minutes"))
+    took = (
+        f"In {done['minutes']:.0f} minutes of retraining"
+        if "minutes" in done
+        else f"In a run of {d['minutes']:.0f} minutes, the optimum included,"
+    )
     worst = max(max(pair) for pair in d["retrained_gradient_norms"])
     push = min(d["removed_gradient_norms"]) / d["m"]
     head = (
         f"**Rung 3 at weight decay {d['l2']:g}.** The optimum ends at a gradient norm of "
         f"{d['gradient_norms']['pretraining']:.1e}, with $H_G$'s eigenvalues from "
-        f"{d['hessian_extremes'][0]:.1e} to {d['hessian_extremes'][1]:.2f}. In "
-        f"{minutes:.0f} minutes {done['removals']} of rung 3's {done['of']} "
-        "removals were retrained (taken coarse to fine over their ranks), ending at "
-        f"gradient norms of at most {worst:.0e} against a smallest push of {push:.1e}"
+        f"{d['hessian_extremes'][0]:.1e} to {d['hessian_extremes'][1]:.2f}. "
+        f"{took} {done['removals']} of rung 3's {done['of']} "
+        "removals were retrained (taken coarse to fine over their ranks; rung 3's whole "
+        f"run of {converged['agreement']['n']} took {converged['minutes']:.0f} minutes), "
+        f"ending at gradient norms of at most {worst:.0e} against a smallest push of "
+        f"{push:.1e}"
     )
     if not d["agreement"]:
         return head + ": too few for an r."
