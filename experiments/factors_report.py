@@ -231,7 +231,13 @@ def decay_paragraph(d: Run, converged: Run) -> str:
         f"{push:.1e}"
     )
     if not d["agreement"]:
-        return head + ": too few for an r."
+        ratios = np.array(d["measured"]) / np.array(d["predicted"])
+        return (
+            head
+            + ": too few for an r. Their measured changes are "
+            + ", ".join(f"{x:.2f}" for x in ratios)
+            + " times the predicted ones."
+        )
     a, rung3 = Agreement(**d["agreement"]), Agreement(**converged["agreement"])
     diff = against_rung3(d, converged)
     verdict = (
