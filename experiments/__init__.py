@@ -15,7 +15,8 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
 - score and validate: :mod:`.scoring` (:mod:`.scale_out` on several processes),
   :mod:`.validation`, :mod:`.evaluation`, :mod:`.removals`, the ladder's rungs
   :mod:`.converged_loo` and :mod:`.proximal_response`, rung 3 against the weight decay
-  :mod:`.decay_sweep`, and section 4.5's
+  :mod:`.decay_sweep`, rung 3 with one of its differences from rung 1 changed
+  :mod:`.ladder_factors`, and section 4.5's
   :mod:`.nlp_training`, :mod:`.nlp_scoring`, :mod:`.nlp_check` and :mod:`.nlp_table`;
 - record: :mod:`.records` (JSON), :mod:`.store` (a folder of results files, passed in),
   :mod:`.provenance`; :mod:`.pipeline` holds a config, its cache and its store together;
@@ -24,7 +25,8 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
   :mod:`.converged_case2` for Case 2), :mod:`.lissa`, :mod:`.ekfac` (kronfluence's EK-FAC),
   :mod:`.lds` (the linear datamodeling score) and :mod:`.methods_report`;
 - read: :mod:`.stats`, :mod:`.diagnostics`, :mod:`.verdicts`, :mod:`.tables`,
-  :mod:`.ladder_report`, :mod:`.damping_report`, :mod:`.decay_report`, :mod:`.plots`, :mod:`.result_figures`,
+  :mod:`.ladder_report`, :mod:`.damping_report`, :mod:`.decay_report`, :mod:`.factors_report`,
+  :mod:`.plots`, :mod:`.result_figures`,
   :mod:`.diagrams`.
 
 It needs the ``experiments`` extra: torchvision, numpy, scipy, matplotlib, seaborn, kronfluence.

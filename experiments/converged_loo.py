@@ -10,6 +10,7 @@ rung 1 is Appendix B's protocol, section 4.1's own measurement (``sec41.json``).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -174,9 +175,35 @@ def converged_optimum(config: ConvergedConfig = ConvergedConfig()) -> ConvergedO
     return optimum
 
 
+def converged_scores(
+    opt: ConvergedOptimum,
+) -> tuple[Tensor, Tensor, dict[str, Any], list[dict[str, Any]]]:
+    """Theorem 1's scores at rung 3's optimum with undamped inverse Hessians (CG on H), the
+    identity's on the same test loss, the solvers and each solve's report."""
+    c, ms = opt.config, opt.multistage()
+    solvers = dict(
+        pretrain_solver=CG(0.0, c.cg_iters, tol=1e-10, operator="H"),
+        finetune_solver=CG(0.0, c.cg_iters, tol=1e-10, operator="H"),
+    )
+    scores = ms.scores(opt.pretrain, opt.finetune, opt.test, **solvers)
+    solves = [
+        dataclasses.asdict(s)
+        for s in ms.report.pretrain_solves + ms.report.finetune_solves
+    ]
+    identity = ms.scores(
+        opt.pretrain,
+        opt.finetune,
+        opt.test,
+        pretrain_solver=Identity(),
+        finetune_solver=Identity(),
+    )
+    return scores, identity, solvers, solves
+
+
 def converged_loo(
     config: ConvergedConfig = ConvergedConfig(),
     choose: Callable[[Tensor, int], list[int]] = spread,
+    budget_minutes: float | None = None,
 ) -> dict[str, Any]:
     """Rung 3: Theorem 1's scores against leave-one-out retraining re-optimized to convergence.
 
@@ -187,32 +214,28 @@ def converged_loo(
     prediction is ``-score / m``, with H_G and H_F themselves (CG on H, no damping); the
     identity ablation is scored on the same removals. ``choose(scores, config.removals)``
     picks the removed examples (default: spread evenly in rank over the scores).
+    With ``budget_minutes``, no further removal starts once that many minutes have passed
+    since the first began: the result holds the ones finished, in ``choose``'s order, and
+    says how many of the chosen that is (``"completed"``).
     """
     opt = converged_optimum(config)
-    pretrain, finetune, test = opt.pretrain, opt.finetune, opt.test
+    pretrain, test = opt.pretrain, opt.test
     pre, fine, hessian_g, eigenvalues = opt.pre, opt.fine, opt.hessian_g, opt.eigenvalues
     grad_pre, grad_fine = opt.gradient_norms
     device = pretrain[0].device
     original = opt.test_loss()
     ms = opt.multistage()
-    solvers = dict(
-        pretrain_solver=CG(0.0, config.cg_iters, tol=1e-10, operator="H"),
-        finetune_solver=CG(0.0, config.cg_iters, tol=1e-10, operator="H"),
-    )
-    scores = ms.scores(pretrain, finetune, test, **solvers)
-    solves = [
-        dataclasses.asdict(s)
-        for s in ms.report.pretrain_solves + ms.report.finetune_solves
-    ]
-    identity = ms.scores(
-        pretrain, finetune, test, pretrain_solver=Identity(), finetune_solver=Identity()
-    )
+    scores, identity, solvers, solves = converged_scores(opt)
     m = len(pretrain[1])
     chosen = choose(scores, config.removals)
     at_optimum = snapshot(pre.params), snapshot(fine.params)
     gradient_g = per_example_norms(ms, (pretrain[0][chosen], pretrain[1][chosen]))
     measured, gradients = [], []
+    start = time.perf_counter()
     for i in progress(chosen, desc="converged leave-one-out"):
+        spent = time.perf_counter() - start
+        if measured and budget_minutes is not None and spent > 60 * budget_minutes:
+            break
         pre.weights = torch.full((m,), 1 / m, dtype=torch.float64, device=device)
         pre.weights[i] = 0.0
         kept, cached = torch.arange(m, device=device) != i, [hessian_g]
@@ -230,6 +253,8 @@ def converged_loo(
         pre.weights = None
         restore(pre.params, at_optimum[0])
         restore(fine.params, at_optimum[1])
+    planned, chosen = len(chosen), chosen[: len(measured)]
+    gradient_g = gradient_g[: len(chosen)]  # ||grad g(z)||, beside the tol above
     predicted = (-scores[chosen] / m).tolist()
     identity_predicted = (-identity[chosen] / m).tolist()
     return {
@@ -242,7 +267,7 @@ def converged_loo(
         },
         "gradient_norms": {"pretraining": grad_pre, "finetuning": grad_fine},
         "hessian_extremes": [float(eigenvalues[0]), float(eigenvalues[-1])],
-        "removed_gradient_norms": gradient_g,  # ||grad g(z)||, beside the tol above
+        "removed_gradient_norms": gradient_g,
         "solvers": describe_solvers(solvers),
         "solves": solves,
         "indices": chosen,
@@ -250,6 +275,19 @@ def converged_loo(
         "identity_predicted": identity_predicted,
         "measured": measured,
         "retrained_gradient_norms": gradients,
-        "agreement": dataclasses.asdict(agreement(predicted, measured)),
-        "identity": dataclasses.asdict(agreement(identity_predicted, measured)),
+        "completed": {
+            "removals": len(chosen),
+            "of": planned,
+            "minutes": (time.perf_counter() - start) / 60,
+        },
+        # a budget can stop a run before three removals, and r needs three
+        "agreement": _agreement(predicted, measured),
+        "identity": _agreement(identity_predicted, measured),
     }
+
+
+def _agreement(predicted: list[float], measured: list[float]) -> dict[str, Any] | None:
+    """:func:`~experiments.stats.agreement` as a dict, or None over fewer than 3 removals."""
+    return (
+        dataclasses.asdict(agreement(predicted, measured)) if len(measured) >= 3 else None
+    )

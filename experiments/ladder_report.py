@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments import factors_report
 from experiments.diagnostics import size_gap, stationarity
 from experiments.stats import Agreement, agreement, format_r
 
@@ -58,12 +59,17 @@ PROXIMAL_RUNS = {
 
 
 def rungs(
-    ladder: Mapping[str, Run], rung1: Run, mean_of_orders: Mapping[str, Any]
+    ladder: Mapping[str, Run],
+    rung1: Run,
+    mean_of_orders: Mapping[str, Any],
+    factors: Mapping[str, Run] | None = None,
 ) -> list[dict]:
     """Every rung with its scores' and the identity's agreement, strictest first.
 
     Rung 1 appears twice: against one batch order of all removals, and against the mean of
     the k orders measured for the retested removals (``experiments.sec41.mean_of_orders``).
+    ``factors`` (``sec41_factors.json``) adds, after rung 3, the steps that change one of its
+    differences from rung 1 (:func:`experiments.factors_report.steps`).
     """
     k = mean_of_orders["orders"]
     measured = [
@@ -76,6 +82,9 @@ def rungs(
         for r in MEASURED_RUNGS
         if r["key"] in ladder
     ]
+    if factors:
+        after = sum(r["key"] == "converged" for r in measured)
+        measured[after:after] = factors_report.steps(factors)
     v = rung1["validation"]
     return measured + [
         {
@@ -147,10 +156,9 @@ def converged_paragraph(c: Run) -> str:
         f"{c['agreement']['n']} converged leave-one-out retrainings the scores reach "
         f"r = {format_r(Agreement(**c['agreement']))}, the identity "
         f"{c['identity']['pearson_r']:.2f}; in size the measured changes differ from "
-        f"the predicted by {size_gap(c):.1%} in relative norm. The network is Table A's "
-        "in miniature: 14 x 14 average-pooled input, tanh convolutions of "
-        f"{c['config']['channels'][0]} and {c['config']['channels'][1]} channels, average pooling "
-        "where Table A max-pools. The prediction is first order: each removal sets its "
+        f"the predicted by {size_gap(c):.1%} in relative norm. "
+        + factors_report.networks_sentence(tuple(c["config"]["channels"]))
+        + " The prediction is first order: each removal sets its "
         "example's weight to 0 and keeps the others at 1/m."
     )
 

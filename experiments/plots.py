@@ -355,7 +355,8 @@ def ladder(rungs: Sequence[dict], *, ax: Axes | None = None) -> Axes:
     Each rung is ``{"label", "score": Agreement-like dict, "identity": dict or None}``,
     ordered from the strictest ground truth to the loosest.
     """
-    ax = ax or plt.subplots(figsize=(7.5, 4.2))[1]
+    # a rung's two labelled points need about an inch; the factor steps add rungs
+    ax = ax or plt.subplots(figsize=(max(7.5, 1.3 * len(rungs)), 4.2))[1]
     colors = sns.color_palette(PALETTE)
     xs = np.arange(len(rungs))
     for shift, key, label, color in (
@@ -385,7 +386,7 @@ def ladder(rungs: Sequence[dict], *, ax: Axes | None = None) -> Axes:
                 fontsize=8,
             )
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(xs, [r["label"] for r in rungs])
+    ax.set_xticks(xs, [r["label"] for r in rungs], fontsize=8 if len(rungs) > 6 else None)
     ax.set_xlim(-0.6, len(rungs) - 0.4)
     ax.set_ylim(-1.05, 1.15)
     ax.set_ylabel("Pearson r, predicted vs measured\n(95% interval)")

@@ -19,6 +19,7 @@ import torch
 from .configs import RETEST_SEED, RETEST_SIZE, SCALES, SECTION_41, TransferConfig
 from .converged_loo import ConvergedConfig, converged_loo
 from .decay_sweep import DecayConfig, decay_point
+from .ladder_factors import ProtocolConfig, decay_factor, protocol_factor, table_a_cost
 from .pipeline import Lab
 from .provenance import provenance
 from .proximal_response import ProximalConfig, proximal_response
@@ -331,6 +332,51 @@ def decay_study(lab: Where, config: DecayConfig = DecayConfig()) -> dict[str, An
             lambda: decay_point(l2, config),  # noqa: B023
             lab.resolved_device,
         )
+    return done
+
+
+# the factors between rungs 3 and 1 (experiments.ladder_factors), each changed alone on rung 3
+FACTORS = ("protocol", "decay", "table-a-cost")
+NEAR_ZERO_DECAY = (
+    1e-4  # "near 0": rung 1 has none; with none there is no isolated minimum
+)
+# factor 2's removals at the lower decay take far longer than rung 3's 40 in 27 minutes; a run
+# stopped by the budget keeps a spread of them (ladder_factors.coarse_to_fine)
+DECAY_BUDGET_MINUTES = 40.0
+
+
+def factors_study(
+    lab: Where,
+    factors: Sequence[str] = FACTORS,
+    protocol: ProtocolConfig = ProtocolConfig(),
+    l2: float = NEAR_ZERO_DECAY,
+    budget_minutes: float = DECAY_BUDGET_MINUTES,
+) -> dict[str, Any]:
+    """Rung 3 with one of its differences from rung 1 changed (:mod:`.ladder_factors`), each
+    written to the lab's ``sec41_factors`` results with its provenance as it finishes:
+    ``"protocol"`` (Appendix B's continued Adam steps), ``"decay"`` (weight decay ``l2``, on
+    rung 3's removals as ``sec41_ladder.json`` stores them) and ``"table-a-cost"`` (the cost of
+    converged retraining of Table A's network at rung 3's data size)."""
+    lab = Lab.of(lab, SECTION)
+    out = f"{SECTION}_factors"
+    done = lab.store.results(out)
+    unknown = [f for f in factors if f not in FACTORS]
+    if unknown:
+        raise ValueError(f"factors: unknown {unknown}; expected some of {list(FACTORS)}")
+    on_device = {} if lab.device is None else {"device": lab.device}
+    converged = dataclasses.replace(protocol.converged, **on_device)
+
+    def run(name: str) -> dict[str, Any]:
+        if name == "protocol":
+            return protocol_factor(dataclasses.replace(protocol, converged=converged))
+        if name == "decay":
+            stored = lab.store.read(f"{SECTION}_ladder")["results"]["experiments"]
+            indices = stored["converged"]["indices"]
+            return decay_factor(l2, indices, converged, budget_minutes)
+        return table_a_cost(converged)
+
+    for name in factors:
+        lab.store.record(out, done, name, "cpu", lambda: run(name), lab.resolved_device)  # noqa: B023
     return done
 
 

@@ -7,6 +7,7 @@ python tools/reproduce.py sec41 --retest mnist-fixed --seed 7 --size 30   # meas
 python tools/reproduce.py sec41 --damping      # the damping sweep of the stored MNIST removals
 python tools/reproduce.py sec41 --ladder       # rungs 3 and 2 of the ladder of ground truths
 python tools/reproduce.py sec41 --decay        # rung 3 against the weight decay (--decay 0.01: one)
+python tools/reproduce.py sec41 --factors      # rung 3 with one difference from rung 1 changed
 python tools/reproduce.py methods              # the methods chapter's comparison (about an hour)
 
 The results go to ``book/results/<section>.json`` (``--results`` names another folder); trained
@@ -82,6 +83,13 @@ def _arguments() -> argparse.ArgumentParser:
         "(default: experiments.decay_sweep.DECAYS; writes <section>_decay.json)",
     )
     parser.add_argument(
+        "--factors",
+        nargs="*",
+        metavar="FACTOR",
+        help="instead of running, change one of rung 3's differences from rung 1 at a time: "
+        f"{', '.join(sec41.FACTORS)} (default all; writes <section>_factors.json)",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=configs.RETEST_SEED,
@@ -98,10 +106,13 @@ def main() -> None:
     args = parser.parse_args()
     store = ResultsStore(args.results)
     lab = Lab(store, WeightCache.from_env(), args.device)
+    studies = (args.decay, args.ladder, args.factors)
     if (
-        args.damping or args.decay is not None or args.ladder is not None or args.retest
+        args.damping or any(s is not None for s in studies) or args.retest
     ) and args.section != "sec41":
-        parser.error("--damping, --decay, --ladder and --retest apply to sec41")
+        parser.error(
+            "--damping, --decay, --factors, --ladder and --retest apply to sec41"
+        )
     written = store.path(args.section)
     if args.damping:
         sec41.damping_study(lab)
@@ -110,6 +121,9 @@ def main() -> None:
         config = DecayConfig(decays=tuple(args.decay)) if args.decay else DecayConfig()
         sec41.decay_study(lab, config)
         written = store.path("sec41_decay")
+    elif args.factors is not None:
+        sec41.factors_study(lab, args.factors or sec41.FACTORS)
+        written = store.path("sec41_factors")
     elif args.ladder is not None:
         sec41.ladder_study(lab, args.ladder or ("converged", "proximal"))
         written = store.path("sec41_ladder")
