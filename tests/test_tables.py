@@ -210,7 +210,7 @@ def test_damping_table_has_one_row_a_damping_and_skips_undefined_cells():
 
 
 def test_section_43_to_45_tables_on_the_stored_runs():
-    (similarity,) = stored("sec43")["experiments"].values()
+    similarity = stored("sec43")["experiments"]["cifar10-similarity"]
     ((label, m, n_t, mean_a, mean_b, ratio, median, share),) = body(
         tables.score_comparison({"cpu": similarity})
     )
@@ -222,6 +222,11 @@ def test_section_43_to_45_tables_on_the_stored_runs():
     )
     a, b = (np.abs(similarity["tasks"][t]["scores"]) for t in "AB")
     assert median == f"{np.median(a / b):.2f}" and share == f"{np.mean(a > b):.0%}"
+    study = stored("sec43")["experiments"]["cifar10-similarity-converged"]
+    rows = body(tables.similarity_replicates(study))
+    assert len(rows) == len(study["replicates"]) + 1  # a row a seed, and the spread
+    for row, r in zip(rows, study["replicates"]):
+        assert row[4] == f"{r['comparison']['ratio_of_means']:.2f}"
     (sizes,) = stored("sec44")["experiments"].values()
     rows = dict((q, (a, b)) for q, a, b in tables.model_rows(sizes))
     for k, model in zip("CD", (0, 1)):
