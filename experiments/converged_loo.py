@@ -29,7 +29,7 @@ from .objectives import StageObjective, finetune_objective
 from .removals import Pair, per_example_norms, spread, summed_loss
 from .scoring import describe_solvers
 from .stats import agreement
-from .transfer_data import load_transfer_data
+from .transfer_data import TransferData, load_transfer_data
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,17 @@ class ConvergedConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def transfer_data(self) -> TransferData:
+        """Rung 3's MNIST tasks (pretraining, finetuning, test), loaded as TransferConfig does."""
+        return load_transfer_data(
+            TransferConfig(
+                pretrain_size=self.pretrain_size,
+                finetune_size=self.finetune_size,
+                test_size=self.test_size,
+                seed=self.seed,
+            )
+        )
 
 
 def newton_to_tol(
@@ -133,14 +144,7 @@ def converged_optimum(config: ConvergedConfig = ConvergedConfig()) -> ConvergedO
     parameters) down to a gradient norm of ``tol``, for pretraining and then finetuning.
     Deterministic on a CPU, so the chapters that reuse rung 3 meet the same weights."""
     device = resolve(config.device)
-    data = load_transfer_data(
-        TransferConfig(
-            pretrain_size=config.pretrain_size,
-            finetune_size=config.finetune_size,
-            test_size=config.test_size,
-            seed=config.seed,
-        )
-    )
+    data = config.transfer_data()
     pretrain, finetune, test = (
         (x.double().to(device), y.to(device))
         for x, y in (data.pretrain, data.finetune, data.test)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .configs import MNIST_FIXED, RETEST_SEED, TransferConfig
+from .configs import MNIST_FIXED, RETEST_SEED
 from .converged_loo import (
     ConvergedConfig,
     ConvergedOptimum,
@@ -39,7 +39,6 @@ from .models import MultiStageNet, small_mnist, table_a
 from .objectives import StageObjective, finetune_objective
 from .removals import per_example_norms, spread
 from .stats import agreement
-from .transfer_data import load_transfer_data
 
 
 @dataclass(frozen=True)
@@ -352,14 +351,7 @@ def table_a_cost(
     full-batch gradient, one Hessian-vector product and a dense H_G cost each
     (:func:`gradient_cost`). Rung 3's converged retraining is built from these units."""
     c = converged
-    data = load_transfer_data(
-        TransferConfig(
-            pretrain_size=c.pretrain_size,
-            finetune_size=c.finetune_size,
-            test_size=c.test_size,
-            seed=c.seed,
-        )
-    )
+    data = c.transfer_data()
     pair = tuple(t.cpu() for t in data.pretrain)
     torch.manual_seed(c.seed)
     return {
