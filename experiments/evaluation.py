@@ -36,3 +36,15 @@ def misclassified(
     return wrong[
         torch.randperm(len(wrong), generator=torch.Generator().manual_seed(seed))[:k]
     ]
+
+
+def distance(a: nn.Module, b: nn.Module) -> float:
+    """``||a - b||``: the Euclidean distance between two modules' parameters."""
+    return float(
+        torch.sqrt(
+            sum(
+                ((p.detach().double() - q.detach().double()) ** 2).sum()
+                for p, q in zip(a.parameters(), b.parameters())
+            )
+        )
+    )

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 
 from experiments.configs import TransferConfig
 from experiments.data import CIFAR10_CLASSES
+from experiments.paired_solves import pair_of, path_ratios
 from experiments.paper_numbers import FIGURE, PAPER_R
 from experiments.plots import (
     influential_pairs,
@@ -25,7 +26,6 @@ from experiments.plots import (
     score_distributions,
     validation_figure,
 )
-from experiments.similarity_study import path_ratios
 from experiments.stats import Agreement
 from experiments.tables import LABEL
 from experiments.transfer_data import load_transfer_data
@@ -184,8 +184,10 @@ def score_check(r: Result, label: str, ax: Axes) -> None:
     ax.legend()
 
 
-def solve_path(study: Result, scale: str) -> plt.Figure:
-    """Section 4.3's converged study: the ratio A/B along the solve, and the solves' residuals."""
+def solve_path(study: Result, scale: str, section: str = "4.3") -> plt.Figure:
+    """A converged paired study (4.3 or 4.4): the ratio of the two arms along the solve, and the
+    solves' residuals."""
+    first, second = pair_of(study)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.4, 4.0))
     dampings = study["dampings"]
     styles = dict(zip(dampings, ("-", "--", ":", "-.")))
@@ -204,12 +206,12 @@ def solve_path(study: Result, scale: str) -> plt.Figure:
     left.set(
         xscale="log",
         xlabel="CG iteration (Lanczos step)",
-        ylabel="ratio of mean |score|, A / B (path sample)",
+        ylabel=f"ratio of mean |score|, {first} / {second} (path sample)",
         title="The ratio along the solve",
     )
     left.legend(fontsize=7)
     for r in study["replicates"]:
-        for task, marker in (("A", "o"), ("B", "s")):
+        for task, marker in ((first, "o"), (second, "s")):
             for damping in dampings:
                 rows = [p for p in r["tasks"][task]["path"] if p["damping"] == damping]
                 right.plot(
@@ -226,11 +228,12 @@ def solve_path(study: Result, scale: str) -> plt.Figure:
         yscale="log",
         xlabel="CG iteration (Lanczos step)",
         ylabel="relative residual",
-        title=f"Residuals (circles A, squares B); tolerance {study['tolerance']:g}",
+        title=f"Residuals (circles {first}, squares {second}); "
+        f"tolerance {study['tolerance']:g}",
     )
     for ax in (left, right):  # plain iteration numbers on the log axis, not 2 x 10^0
         ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    fig.suptitle(f"Section 4.3 with converged solves ({scale} scale)")
+    fig.suptitle(f"Section {section} with converged solves ({scale} scale)")
     fig.tight_layout()
     return fig

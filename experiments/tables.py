@@ -16,6 +16,7 @@ import numpy as np
 from experiments.configs import TransferConfig
 from experiments.data import CIFAR10_CLASSES
 from experiments.diagnostics import differences, drawn_removals, interval, sizes
+from experiments.paired_solves import pair_of
 from experiments.paper_numbers import FIGURE, PAPER_R
 from experiments.stats import paired_magnitudes
 
@@ -411,12 +412,14 @@ def table1(r: Result) -> str:
 
 
 def similarity_replicates(study: Result) -> str:
-    """Section 4.3's converged study: one row a finetuning seed, then the spread over seeds."""
+    """A converged paired study (4.3's A/B, 4.4's C/D): one row a finetuning seed, then the
+    spread over seeds."""
+    x, y = pair_of(study)
     lam = study["damping"]
     rows = [
-        "| finetuning seed | test accuracy A, B | \\|\\|u\\|\\| A, B | residual A, B | "
-        "ratio of means A/B | median of \\|A(z)\\| / \\|B(z)\\| | "
-        "share with \\|A(z)\\| > \\|B(z)\\| |",
+        f"| finetuning seed | test accuracy {x}, {y} | \\|\\|u\\|\\| {x}, {y} | "
+        f"residual {x}, {y} | ratio of means {x}/{y} | "
+        f"median of \\|{x}(z)\\| / \\|{y}(z)\\| | share with \\|{x}(z)\\| > \\|{y}(z)\\| |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in study["replicates"]:
@@ -427,13 +430,13 @@ def similarity_replicates(study: Result) -> str:
                 for p in reversed(t[k]["path"])
                 if p["damping"] == lam
             )
-            for k in "AB"
+            for k in (x, y)
         ]
         seed = r["finetune_seed"]
         rows.append(
             f"| {0 if seed is None else seed}{' (the single run)' if seed is None else ''} | "
-            f"{t['A']['finetune_accuracy']:.1%}, {t['B']['finetune_accuracy']:.1%} | "
-            f"{t['A']['u_norm']:.3g}, {t['B']['u_norm']:.3g} | "
+            f"{t[x]['finetune_accuracy']:.1%}, {t[y]['finetune_accuracy']:.1%} | "
+            f"{t[x]['u_norm']:.3g}, {t[y]['u_norm']:.3g} | "
             f"{residual[0]:.1e}, {residual[1]:.1e} | {c['ratio_of_means']:.2f} | "
             f"{c['median_ratio']:.2f} | {c['share_larger']:.0%} |"
         )
