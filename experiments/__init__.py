@@ -16,8 +16,9 @@ The layering is one way: the book uses ``experiments``, which uses ``influence``
   :mod:`.validation`, :mod:`.evaluation`, :mod:`.removals`, the ladder's rungs
   :mod:`.converged_loo` and :mod:`.proximal_response`, rung 3 against the weight decay
   :mod:`.decay_sweep`, rung 3 with one of its differences from rung 1 changed
-  :mod:`.ladder_factors`, section 4.3's converged, replicated study :mod:`.similarity_study`
-  (every CG iterate from one Lanczos run, :mod:`.krylov`), and section 4.5's
+  :mod:`.ladder_factors`, the converged, replicated studies of section 4.3
+  (:mod:`.similarity_study`) and 4.4 (:mod:`.size_study`), which share
+  :mod:`.paired_solves` (every CG iterate from one Lanczos run, :mod:`.krylov`), and 4.5's
   :mod:`.nlp_training`, :mod:`.nlp_scoring`, :mod:`.nlp_check` and :mod:`.nlp_table`;
 - record: :mod:`.records` (JSON), :mod:`.store` (a folder of results files, passed in),
   :mod:`.provenance`; :mod:`.pipeline` holds a config, its cache and its store together;

@@ -12,6 +12,7 @@ caches and devices through every call.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,29 @@ class Lab:
             self.store,
             None if pretrained_by is None else self.config(pretrained_by),
         )
+
+    def record_all(
+        self,
+        section: str,
+        scale: str,
+        runs: dict[str, Callable[[], dict[str, Any]]],
+        only: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """Run the experiments ``runs`` (name: what runs it) into ``section``'s results, each
+        filed with its provenance as it finishes. ``only`` names those to (re)run; the others
+        stay as they are in the file."""
+        if self.store is None:
+            raise ValueError(f"{section} writes results, so the lab needs a store")
+        unknown = set(only or ()) - set(runs)
+        if unknown:
+            raise ValueError(
+                f"only: expected some of {sorted(runs)}, got {sorted(unknown)}"
+            )
+        done = self.store.results(section)
+        for name, run in runs.items():
+            if not only or name in only:
+                self.store.record(section, done, name, scale, run, self.resolved_device)
+        return done
 
 
 def measured_weights(

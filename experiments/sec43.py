@@ -128,7 +128,6 @@ def reproduce_section43(
     those to (re)run; the others stay as they are in the file.
     """
     lab = Lab.of(lab, SECTION)
-    done = lab.store.results(SECTION)
     runs = {
         "cifar10-similarity": lambda: run_similarity(scale, lab),
         STUDY: lambda: run_study(scale, lab),
@@ -137,11 +136,4 @@ def reproduce_section43(
     runs[name] = lambda: run_study(
         scale, lab, pretrain_seed=seed, finetune_seeds=finetunings
     )
-    unknown = set(only or ()) - set(runs)
-    if unknown:
-        raise ValueError(f"only: expected some of {sorted(runs)}, got {sorted(unknown)}")
-    for name, run in runs.items():
-        if only and name not in only:
-            continue
-        lab.store.record(SECTION, done, name, scale, run, lab.resolved_device)
-    return done
+    return lab.record_all(SECTION, scale, runs, only)

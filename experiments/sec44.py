@@ -112,16 +112,8 @@ def reproduce_section44(
     are in the file.
     """
     lab = Lab.of(lab, SECTION)
-    done = lab.store.results(SECTION)
     runs = {
         "cifar10-finetune-size": lambda: run_finetune_size(scale, lab),
         STUDY: lambda: run_study(scale, lab),
     }
-    unknown = set(only or ()) - set(runs)
-    if unknown:
-        raise ValueError(f"only: expected some of {sorted(runs)}, got {sorted(unknown)}")
-    for name, run in runs.items():
-        if only and name not in only:
-            continue
-        lab.store.record(SECTION, done, name, scale, run, lab.resolved_device)
-    return done
+    return lab.record_all(SECTION, scale, runs, only)
