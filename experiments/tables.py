@@ -446,3 +446,23 @@ def similarity_replicates(study: Result) -> str:
         f"{spread['max']:.2f}] | | |"
     )
     return "\n".join(rows)
+
+
+def converged_ratios(rows: Iterable[tuple[str, str, Result, float]]) -> str:
+    """Figs. 5 and 6 from the converged, replicated studies: each study's ratio of means per
+    finetuning seed beside the paper's ratio. ``rows``: (figure, study label, study, paper)."""
+    out = [
+        "| figure | study | converged at damping | ratio of means, per finetuning seed | "
+        "paper |",
+        "|---|---|---|---|---|",
+    ]
+    for figure, label, study, paper in rows:
+        lam = study["damping"]
+        converged = "yes" if study["converged"][f"{lam:.6g}"] else "**no**"
+        x, y = pair_of(study)
+        per_seed = ", ".join(f"{r:.2f}" for r in study["ratio_of_means"]["per_seed"])
+        out.append(
+            f"| {figure} ({x}/{y}) | {label} | {converged}, {lam:.3g} | {per_seed} | "
+            f"{paper:.2f} |"
+        )
+    return "\n".join(out)

@@ -247,3 +247,24 @@ def test_top_share(fraction):
     scores = [-10.0] + [1.0] * 99
     expected = 10 / 109 if fraction == 0.01 else (10 + 49) / 109
     assert diagnostics.top_share(scores, fraction) == pytest.approx(expected)
+
+
+def test_converged_ratios_gives_each_seed_and_marks_an_unconverged_study():
+    def study(pair, ratios, converged):
+        return {
+            "pair": pair,
+            "damping": 0.5,
+            "converged": {"0.5": converged},
+            "ratio_of_means": {"per_seed": ratios},
+        }
+
+    rows = body(
+        tables.converged_ratios(
+            [
+                ("Fig. 5", "seed 0", study(["A", "B"], [1.13, 1.551], True), 1.87),
+                ("Fig. 6", "F the sum", study(["C", "D"], [9.0], False), 1.47),
+            ]
+        )
+    )
+    assert rows[0] == ["Fig. 5 (A/B)", "seed 0", "yes, 0.5", "1.13, 1.55", "1.87"]
+    assert rows[1] == ["Fig. 6 (C/D)", "F the sum", "**no**, 0.5", "9.00", "1.47"]
