@@ -434,7 +434,7 @@ def similarity_replicates(study: Result) -> str:
         ]
         seed = r["finetune_seed"]
         rows.append(
-            f"| {0 if seed is None else seed}{' (the single run)' if seed is None else ''} | "
+            f"| {'0 (the default)' if seed is None else seed} | "
             f"{t[x]['finetune_accuracy']:.1%}, {t[y]['finetune_accuracy']:.1%} | "
             f"{t[x]['u_norm']:.3g}, {t[y]['u_norm']:.3g} | "
             f"{residual[0]:.1e}, {residual[1]:.1e} | {c['ratio_of_means']:.2f} | "

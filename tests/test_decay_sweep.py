@@ -6,19 +6,10 @@ import math
 
 import pytest
 import torch
+from tiny_models import TINY
 
 from experiments import decay_report
-from experiments.converged_loo import ConvergedConfig
 from experiments.decay_sweep import DecayConfig, decay_point, size_ratios, top_and_random
-
-TINY = ConvergedConfig(
-    pretrain_size=120,
-    finetune_size=60,
-    test_size=30,
-    channels=(2, 4),
-    adam_steps=300,
-    device="cpu",
-)
 
 
 def test_top_and_random_takes_the_largest_magnitudes_then_a_disjoint_draw():

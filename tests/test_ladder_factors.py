@@ -8,9 +8,10 @@ import math
 
 import pytest
 import torch
+from tiny_models import TINY
 
 from experiments import factors_report, ladder_report
-from experiments.converged_loo import ConvergedConfig, converged_optimum
+from experiments.converged_loo import converged_optimum
 from experiments.data import DatasetNotFoundError
 from experiments.fit import batch_indices, snapshot
 from experiments.ladder_factors import (
@@ -23,15 +24,6 @@ from experiments.ladder_factors import (
     protocol_factor,
 )
 
-TINY = ConvergedConfig(
-    pretrain_size=120,
-    finetune_size=60,
-    test_size=30,
-    channels=(2, 4),
-    adam_steps=300,
-    removals=4,
-    device="cpu",
-)
 STEPS = ProtocolConfig(
     converged=TINY,
     pretrain_steps=3,

@@ -6,11 +6,9 @@ book/results/ check that every row a table shows is the stored value, formatted.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
+from committed import stored
 
 from experiments import (
     configs,
@@ -18,15 +16,10 @@ from experiments import (
     diagnostics,
     ladder_report,
     paper_numbers,
+    sec44,
     tables,
 )
 from experiments.stats import Agreement, format_r
-
-RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
-
-
-def stored(name: str) -> dict:
-    return json.loads((RESULTS / f"{name}.json").read_text())["results"]
 
 
 def body(table: str) -> list[list[str]]:
@@ -227,7 +220,7 @@ def test_section_43_to_45_tables_on_the_stored_runs():
     assert len(rows) == len(study["replicates"]) + 1  # a row a seed, and the spread
     for row, r in zip(rows, study["replicates"]):
         assert row[4] == f"{r['comparison']['ratio_of_means']:.2f}"
-    (sizes,) = stored("sec44")["experiments"].values()
+    sizes = stored("sec44")["experiments"][sec44.FIRST_RUN]
     rows = dict((q, (a, b)) for q, a, b in tables.model_rows(sizes))
     for k, model in zip("CD", (0, 1)):
         assert (

@@ -6,11 +6,9 @@ committed results in book/results/, where every number a sentence states must be
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
+from committed import stored
 
 from experiments import (
     configs,
@@ -18,15 +16,10 @@ from experiments import (
     diagnostics,
     ladder_report,
     paper_numbers,
+    sec44,
     verdicts,
 )
 from experiments.stats import Agreement, format_r, paired_magnitudes
-
-RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
-
-
-def stored(name: str) -> dict:
-    return json.loads((RESULTS / f"{name}.json").read_text())["results"]
 
 
 def fit(r: float, n: int) -> dict:
@@ -234,7 +227,7 @@ def test_damping_paragraph_reads_the_stored_sweep():
 
 
 def test_magnitude_comparison_states_the_paired_view_of_the_stored_scores():
-    (run,) = stored("sec44")["experiments"].values()
+    run = stored("sec44")["experiments"][sec44.FIRST_RUN]
     text = verdicts.magnitude_comparison(run)
     assert text.startswith(
         f"ratio of means C / D {run['comparison']['ratio_of_means']:.2f}"
