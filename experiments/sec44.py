@@ -20,7 +20,7 @@ from .configs import TransferConfig, section44
 from .evaluation import accuracy, distance  # noqa: F401 (sec44.distance: the chapter's)
 from .pipeline import Lab
 from .records import scores_record
-from .size_study import run_study
+from .size_study import k_damping_sweep, run_study
 from .stats import paired_magnitudes
 from .store import ResultsStore
 from .transfer_data import TransferData
@@ -97,7 +97,19 @@ def run_finetune_size(scale: str = "cpu", lab: Lab | None = None) -> dict[str, A
     }
 
 
-STUDY = "cifar10-finetune-size-converged"
+FIRST_RUN = "cifar10-finetune-size"
+STUDY = FIRST_RUN + "-converged"
+# the ratio against the damping of K, a finetuning seed each: seed 0's models, and a third
+# seed's, whose row at the study's damping is a replicate the study did not train
+K_SWEEPS = {None: STUDY + "-k-damping", 2: STUDY + "-k-damping-seed-2"}
+
+
+def _k_sweep(lab: Lab, scale: str, seed: int | None) -> dict[str, Any]:
+    """:func:`~experiments.size_study.k_damping_sweep` on finetuning seed ``seed``, with the
+    damping the stored study read added to its grid."""
+    study = lab.store.results(SECTION).get("experiments", {}).get(STUDY)
+    shared = () if study is None else (study["mean"]["finetune_solves"]["damping"],)
+    return k_damping_sweep(scale, lab, seed, also=shared)
 
 
 def reproduce_section44(
@@ -105,15 +117,20 @@ def reproduce_section44(
 ) -> dict[str, Any]:
     """Run section 4.4 at ``scale`` and write it, with provenance, to the lab's store.
 
-    Two experiments: the first run (``cifar10-finetune-size``, CG on eq. 16 stopped at 30
-    iterations, one finetuning a model) and the study with converged solves, finetuning
+    Four experiments: the first run (``cifar10-finetune-size``, CG on eq. 16 stopped at 30
+    iterations, one finetuning a model), the study with converged solves, finetuning
     replicates and the summed-F reading (``cifar10-finetune-size-converged``,
-    :mod:`experiments.size_study`). ``only`` names those to (re)run; the others stay as they
+    :mod:`experiments.size_study`), and the ratio against K's damping on finetuning seeds 0
+    and 2 (:data:`K_SWEEPS`). ``only`` names those to (re)run; the others stay as they
     are in the file.
     """
     lab = Lab.of(lab, SECTION)
     runs = {
-        "cifar10-finetune-size": lambda: run_finetune_size(scale, lab),
+        FIRST_RUN: lambda: run_finetune_size(scale, lab),
         STUDY: lambda: run_study(scale, lab),
+        **{
+            name: lambda seed=seed: _k_sweep(lab, scale, seed)
+            for seed, name in K_SWEEPS.items()
+        },
     }
     return lab.record_all(SECTION, scale, runs, only)

@@ -35,7 +35,7 @@ from influence.autodiff import DataHessian
 from .configs import TransferConfig, section44
 from .evaluation import accuracy, distance
 from .krylov import Krylov, krylov
-from .paired_solves import converged_damping, paired_study, positive_dampings
+from .paired_solves import PD_MARGIN, converged_damping, paired_study, positive_dampings
 from .pipeline import Lab
 from .transfer_data import subsample
 
@@ -243,4 +243,112 @@ def run_study(scale: str = "cpu", lab: Lab | None = None) -> dict[str, Any]:
         "path_candidates": PATH_CANDIDATES[scale],
         **studies,
         "seconds": {"lanczos_k": k_s, "lanczos_h_g": h_g_s},
+    }
+
+
+def k_damping_sweep(
+    scale: str = "cpu",
+    lab: Lab | None = None,
+    seed: int | None = None,
+    also: tuple[float, ...] = (),
+) -> dict[str, Any]:
+    """The ratio C/D against the damping of line 2 (K + lambda_K I), on one finetuning seed.
+
+    :func:`run_study` reads every model's K at one damping, the smallest positive definite one
+    over all models and seeds, so one model's negative curvature sets it for all. Here C and D
+    of ``seed`` get their own grid (:data:`K_RELATIVE_DAMPINGS` of their largest Ritz value,
+    positive definite with a margin and converged), plus the dampings in ``also`` (the study's,
+    to tie the two); each damping gives a ``u`` a model, and every ``u`` goes into one Lanczos
+    block of ``H_G``, read at its own smallest converged damping as in the study. One row a
+    ``lambda_K``: the paired comparison of C and D, with the norms of ``u`` and ``v2``.
+    """
+    lab = lab or Lab()
+    models = {m: lab.config(c) for m, c in section44(scale).items()}
+    base = models["C"]
+    reps = {
+        m: _replicate(config.replace(finetune_seed=seed), lab, base)
+        for m, config in models.items()
+    }
+    start = time.perf_counter()
+    runs = {
+        m: krylov(rep["k"], rep["test_grad"], K_STEPS[scale], desc=f"Lanczos of K, {m}")[
+            0
+        ]
+        for m, rep in reps.items()
+    }
+    low, high, grid = positive_dampings(list(runs.values()), K_RELATIVE_DAMPINGS)
+    indefinite = [d for d in also if d <= PD_MARGIN * max(0.0, -low)]
+    if indefinite:
+        raise ValueError(
+            f"also: {indefinite} leave K + lambda I indefinite (smallest Ritz value {low:.3g})"
+        )
+    _, converged = converged_damping(list(runs.values()), grid or [high])
+    dampings = sorted({d for d in grid if converged[d]} | set(also), reverse=True)
+    if not dampings:
+        raise RuntimeError(
+            f"K: no damping of the grid is positive definite and converged (smallest Ritz "
+            f"value {low:.3g}, largest {high:.3g}) and none was given in `also`"
+        )
+    us = {}
+    for m, k in runs.items():
+        ms = reps[m]["ms"]
+        for d in dampings:
+            v1 = k.iterate(k.steps, d).to(dtype=ms.dtype, device=ms.finetune_point.device)
+            us[m, d] = ms.pullback(v1, reps[m]["test_grad"], reps[m]["finetune"])
+    k_s = time.perf_counter() - start
+    ms, data = reps["C"]["ms"], reps["C"]["data"]
+    h_g = ms.pretrain_hessian(subsample(data.pretrain, base.hessian_examples, base.seed))
+    start = time.perf_counter()
+    keys = list(us)
+    h_runs = krylov(
+        h_g,
+        torch.stack([us[k] for k in keys]),
+        H_G_STEPS[scale],
+        desc=f"Lanczos of H_G, {len(keys)} at once",
+    )
+    details = {
+        (m, d): {
+            "k_relative_residual": runs[m].relative_residual(runs[m].steps, d),
+            "k_ritz_extremes": [float(runs[m].ritz()[0]), float(runs[m].ritz()[-1])],
+        }
+        for m, d in keys
+    }
+    path_set = subsample(data.pretrain, PATH_CANDIDATES[scale], base.seed + 1)
+    study = paired_study(
+        dict(zip(keys, h_runs)),
+        ("C", "D"),
+        dampings,  # the replicates of this study are the dampings of K, not seeds
+        h_g,
+        ms,
+        data.pretrain,
+        path_set,
+        details,
+    )
+    rows = [
+        {
+            "k_damping": r["finetune_seed"],
+            "k_converged": all(
+                t["k_relative_residual"] <= study["tolerance"]
+                for t in r["tasks"].values()
+            ),
+            "comparison": r["comparison"],
+            "u_norm": {m: t["u_norm"] for m, t in r["tasks"].items()},
+            "v2_norm": {m: t["v2_norm"] for m, t in r["tasks"].items()},
+            "k_relative_residual": {
+                m: t["k_relative_residual"] for m, t in r["tasks"].items()
+            },
+        }
+        for r in study["replicates"]
+    ]
+    return {
+        "config": {m: c.as_dict() for m, c in models.items()},
+        "finetune_seed": seed,
+        "k_ritz": {"smallest": low, "largest": high},
+        "k_grid": grid,
+        "k_converged": {f"{d:.6g}": c for d, c in converged.items()},
+        "coupling_2alpha": 2 * ms.alpha,
+        "h_g": {k: study[k] for k in ("ritz", "dampings", "converged", "damping")},
+        "h_g_residual_checks": study["residual_checks"],
+        "rows": rows,
+        "seconds": {"lanczos_k": k_s, "lanczos_h_g": time.perf_counter() - start},
     }

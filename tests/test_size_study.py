@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from experiments import size_study
+from experiments.data import DatasetNotFoundError
 from experiments.krylov import krylov
 from experiments.paired_solves import converged_damping, positive_dampings
 from experiments.size_study import SummedF
@@ -103,3 +105,39 @@ def test_converged_damping_is_the_smallest_that_every_run_reached():
     assert chosen == min(d for d, ok in converged.items() if ok)
     fallback, _ = converged_damping(runs, [1e-4, 1e-5], tolerance=1e-12)
     assert fallback == 1e-4  # none converged: the largest tried
+
+
+@pytest.fixture(scope="module")
+def quick_study() -> dict:
+    try:
+        return size_study.run_study("quick")
+    except DatasetNotFoundError as error:
+        pytest.skip(f"needs CIFAR-10: {error}")
+
+
+def test_k_damping_sweep_at_the_study_damping_is_the_study(quick_study):
+    """The sweep's row at the study's lambda_K gives the study's ratio: the same models, the
+    same u, the same H_G (read at the same damping)."""
+    lam_k = quick_study["mean"]["finetune_solves"]["damping"]
+    sweep = size_study.k_damping_sweep("quick", also=(lam_k,))
+    dampings = [r["k_damping"] for r in sweep["rows"]]
+    assert dampings == sorted(dampings, reverse=True) and lam_k in dampings
+    assert all(d > -sweep["k_ritz"]["smallest"] for d in dampings), (
+        "each K + lambda I is PD"
+    )
+    assert sweep["h_g"]["damping"] == pytest.approx(quick_study["mean"]["damping"])
+    (row,) = (r for r in sweep["rows"] if r["k_damping"] == lam_k)
+    (study_row,) = quick_study["mean"]["replicates"]
+    assert row["comparison"]["ratio_of_means"] == pytest.approx(
+        study_row["comparison"]["ratio_of_means"], rel=1e-6
+    )
+    assert row["u_norm"]["C"] == pytest.approx(
+        study_row["tasks"]["C"]["u_norm"], rel=1e-6
+    )
+
+
+def test_k_damping_sweep_refuses_an_indefinite_damping(quick_study):
+    low = quick_study["mean"]["finetune_solves"]["ritz"]["smallest"]
+    assert low < 0, "the quick K is indefinite, so a small damping leaves it so"
+    with pytest.raises(ValueError, match="also: .* indefinite"):
+        size_study.k_damping_sweep("quick", also=(abs(low) / 2,))
