@@ -237,3 +237,53 @@ def solve_path(study: Result, scale: str, section: str = "4.3") -> plt.Figure:
     fig.suptitle(f"Section {section} with converged solves ({scale} scale)")
     fig.tight_layout()
     return fig
+
+
+def k_damping_ratio(
+    sweeps: Mapping[Any, Result], study: Result, paper_ratio: float, scale: str
+) -> plt.Figure:
+    """Section 4.4's ratio C/D against line 2's damping lambda_K, a line a finetuning seed
+    (:func:`experiments.size_study.k_damping_sweep`), beside the study's seeds at its one
+    lambda_K; the coupling 2 alpha and the paper's ratio are marked."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, (seed, sweep) in enumerate(sweeps.items()):
+        rows = sweep["rows"]
+        ax.plot(
+            [r["k_damping"] for r in rows],
+            [r["comparison"]["ratio_of_means"] for r in rows],
+            "-o",
+            color=f"C{i}",
+            label=f"seed {seed or 0}, λ_K swept (H_G at λ = {sweep['h_g']['damping']:.3g})",
+        )
+        for r in rows:
+            if not r["k_converged"]:
+                ax.plot(r["k_damping"], r["comparison"]["ratio_of_means"], "x", color="k")
+    lam_k = study["finetune_solves"]["damping"]
+    for r in study["replicates"]:
+        ax.plot(
+            lam_k,
+            r["comparison"]["ratio_of_means"],
+            "s",
+            mfc="none",
+            color="0.3",
+            label=f"the study, seed {r['finetune_seed'] or 0}",
+        )
+    ax.axhline(1.0, color="0.5", lw=0.8)
+    ax.axhline(paper_ratio, color="C3", lw=0.8, ls="--", label=f"paper {paper_ratio:.2f}")
+    ax.axvline(study["finetune_solves"]["coupling_2alpha"], color="0.5", ls=":", lw=0.8)
+    ax.text(
+        study["finetune_solves"]["coupling_2alpha"],
+        ax.get_ylim()[1],
+        " 2α",
+        va="top",
+        fontsize=8,
+    )
+    ax.set(
+        xscale="log",
+        xlabel="damping of K, λ_K (x: a solve short of the tolerance)",
+        ylabel="ratio of mean |score|, C / D",
+        title=f"Fig. 6's ratio against line 2's damping ({scale} scale)",
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
