@@ -24,6 +24,7 @@ study measures what that leaves open, the way :mod:`experiments.similarity_study
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -346,9 +347,41 @@ def k_damping_sweep(
         "k_ritz": {"smallest": low, "largest": high},
         "k_grid": grid,
         "k_converged": {f"{d:.6g}": c for d, c in converged.items()},
+        # Lanczos's residual estimate, checked by one product with K a model and damping
+        "k_residual_checks": {
+            f"{m} {d:.6g}": runs[m].true_residual(reps[m]["k"], runs[m].steps, d)
+            for m, d in keys
+        },
         "coupling_2alpha": 2 * ms.alpha,
         "h_g": {k: study[k] for k in ("ritz", "dampings", "converged", "damping")},
         "h_g_residual_checks": study["residual_checks"],
         "rows": rows,
         "seconds": {"lanczos_k": k_s, "lanczos_h_g": time.perf_counter() - start},
     }
+
+
+def at_study_damping(
+    study: dict[str, Any], sweeps: dict[Any, dict[str, Any]]
+) -> list[tuple[Any, dict[str, Any]]]:
+    """Every finetuning seed's paired comparison at the dampings of ``study`` (its ``"mean"``
+    part): the study's replicates, then each sweep's row at the study's lambda_K on a seed the
+    study did not train, where the sweep read H_G at the study's damping too. (seed, comparison)
+    pairs, in that order."""
+    lam_k = study["finetune_solves"]["damping"]
+    out = [(r["finetune_seed"], r["comparison"]) for r in study["replicates"]]
+    for seed, sweep in sweeps.items():
+        if seed in study["finetune_seeds"]:
+            continue
+        if not math.isclose(sweep["h_g"]["damping"], study["damping"], rel_tol=1e-6):
+            continue
+        row = next(
+            (
+                r
+                for r in sweep["rows"]
+                if math.isclose(r["k_damping"], lam_k, rel_tol=1e-9)
+            ),
+            None,
+        )
+        if row is not None and row["k_converged"]:
+            out.append((seed, row["comparison"]))
+    return out

@@ -141,3 +141,38 @@ def test_k_damping_sweep_refuses_an_indefinite_damping(quick_study):
     assert low < 0, "the quick K is indefinite, so a small damping leaves it so"
     with pytest.raises(ValueError, match="also: .* indefinite"):
         size_study.k_damping_sweep("quick", also=(abs(low) / 2,))
+
+
+def test_at_study_damping_adds_a_new_seed_only_where_both_dampings_match():
+    def cmp(x: float) -> dict:
+        return {"ratio_of_means": x}
+
+    study = {
+        "finetune_solves": {"damping": 19.4},
+        "damping": 12.0,
+        "finetune_seeds": [None, 1],
+        "replicates": [
+            {"finetune_seed": None, "comparison": cmp(0.8)},
+            {"finetune_seed": 1, "comparison": cmp(1.4)},
+        ],
+    }
+
+    def sweep(h_g: float, rows: list) -> dict:
+        return {
+            "h_g": {"damping": h_g},
+            "rows": [
+                {"k_damping": d, "k_converged": ok, "comparison": cmp(x)}
+                for d, ok, x in rows
+            ],
+        }
+
+    sweeps = {
+        None: sweep(
+            12.0, [(19.4, True, 0.8), (0.5, True, 1.3)]
+        ),  # a study seed: not again
+        2: sweep(12.0, [(25.0, True, 9.0), (19.4, True, 1.1)]),
+        3: sweep(6.0, [(19.4, True, 7.0)]),  # H_G read elsewhere
+        4: sweep(12.0, [(19.4, False, 7.0)]),  # K short of the tolerance
+    }
+    got = size_study.at_study_damping(study, sweeps)
+    assert [(s, c["ratio_of_means"]) for s, c in got] == [(None, 0.8), (1, 1.4), (2, 1.1)]
