@@ -121,6 +121,13 @@ def _operator(rep: dict[str, Any], reduction: str) -> Any:
     return SummedF(rep["k"], rep["n"], ms.alpha, ms.W.numel)
 
 
+def _u(rep: dict[str, Any], k: Krylov, damping: float) -> Tensor:
+    """Line 3: ``u = -2 alpha [v1]_W`` from K's Lanczos run read at ``damping``."""
+    ms = rep["ms"]
+    v1 = k.iterate(k.steps, damping).to(dtype=ms.dtype, device=ms.finetune_point.device)
+    return ms.pullback(v1, rep["test_grad"], rep["finetune"])
+
+
 def _first_solves(
     reps: dict[tuple[str, Any], dict[str, Any]], reduction: str, steps: int
 ) -> tuple[dict[tuple[str, Any], Tensor], dict[str, Any]]:
@@ -143,12 +150,7 @@ def _first_solves(
     chosen, converged = converged_damping(list(runs.values()), dampings)
     us, solves = {}, {}
     for key, k in runs.items():
-        rep = reps[key]
-        ms = rep["ms"]
-        v1 = k.iterate(k.steps, chosen).to(
-            dtype=ms.dtype, device=ms.finetune_point.device
-        )
-        us[key] = ms.pullback(v1, rep["test_grad"], rep["finetune"])
+        us[key] = _u(reps[key], k, chosen)
         solves[key] = {
             "steps": k.steps,
             "damping": chosen,
@@ -292,10 +294,8 @@ def k_damping_sweep(
         )
     us = {}
     for m, k in runs.items():
-        ms = reps[m]["ms"]
         for d in dampings:
-            v1 = k.iterate(k.steps, d).to(dtype=ms.dtype, device=ms.finetune_point.device)
-            us[m, d] = ms.pullback(v1, reps[m]["test_grad"], reps[m]["finetune"])
+            us[m, d] = _u(reps[m], k, d)
     k_s = time.perf_counter() - start
     ms, data = reps["C"]["ms"], reps["C"]["data"]
     h_g = ms.pretrain_hessian(subsample(data.pretrain, base.hessian_examples, base.seed))
