@@ -360,6 +360,18 @@ def k_damping_sweep(
     }
 
 
+def sweep_row(sweep: dict[str, Any], k_damping: float) -> dict[str, Any] | None:
+    """The row of a :func:`k_damping_sweep` at ``k_damping`` (to 1e-9 relative), or None."""
+    return next(
+        (
+            r
+            for r in sweep["rows"]
+            if math.isclose(r["k_damping"], k_damping, rel_tol=1e-9)
+        ),
+        None,
+    )
+
+
 def at_study_damping(
     study: dict[str, Any], sweeps: dict[Any, dict[str, Any]]
 ) -> list[tuple[Any, dict[str, Any]]]:
@@ -374,14 +386,7 @@ def at_study_damping(
             continue
         if not math.isclose(sweep["h_g"]["damping"], study["damping"], rel_tol=1e-6):
             continue
-        row = next(
-            (
-                r
-                for r in sweep["rows"]
-                if math.isclose(r["k_damping"], lam_k, rel_tol=1e-9)
-            ),
-            None,
-        )
+        row = sweep_row(sweep, lam_k)
         if row is not None and row["k_converged"]:
             out.append((seed, row["comparison"]))
     return out
